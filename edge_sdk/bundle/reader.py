@@ -398,3 +398,57 @@ def _stream_entry(fh: IO[bytes], info: zipfile.ZipInfo, expected_size: int, wher
         raise BundleVerificationError(where, f"entry {name!r}: read error: {exc}") from exc
     if produced != expected_size:
         raise BundleVerificationError(where, f"entry {name!r} holds {produced} bytes, expected {expected_size}")
+
+
+def describe_bundle(
+    path: str | os.PathLike,
+    *,
+    trusted: TrustStore | str | os.PathLike | None = None,
+    profile: "DeviceProfile | str | None" = None,
+    limits: VerifyLimits = VerifyLimits(),
+) -> dict:
+    """What ``edge-sdk inspect`` shows: the verification verdict, the manifest and the entries.
+
+    The bundle is fully verified first. When verification fails, the manifest
+    is still parsed for display when it can be, and the report says plainly
+    that it is unverified; nothing from it is acted on.
+    """
+    path = Path(path)
+    report: dict = {"path": str(path), "verified": False, "signed": False, "signer": None, "error": None}
+    try:
+        bundle = open_bundle(path, trusted=trusted, allow_unsigned=True, profile=profile, limits=limits)
+    except BundleVerificationError as exc:
+        report["error"] = exc.reason
+    except ProfileMismatchError as exc:
+        report["error"] = str(exc)
+    else:
+        report.update(verified=True, signed=bundle.signed, signer=bundle.signer)
+        if not bundle.signed:
+            report["error"] = "bundle is unsigned: devices refuse it unless unsigned bundles are allowed"
+    report["bundle_bytes"] = path.stat().st_size if path.is_file() else None
+    report["entries"], report["manifest"] = _describe_contents(path, limits)
+    return report
+
+
+def _describe_contents(path: Path, limits: VerifyLimits) -> tuple[list[dict], dict | None]:
+    """Entry sizes and the manifest as stored, read defensively for display only."""
+    try:
+        with open(path, "rb") as fh:
+            infos = _read_directory(fh, str(path), limits)
+            entries = [
+                {
+                    "name": info.filename,
+                    "size": info.file_size,
+                    "compressed_size": info.compress_size,
+                    "method": _ALLOWED_METHODS[info.compress_type],
+                }
+                for info in infos.values()
+            ]
+            data = _read_small(fh, infos, MANIFEST_NAME, limits.max_manifest_bytes, str(path))
+    except BundleVerificationError:
+        return [], None
+    try:
+        manifest = Manifest.from_bytes(data, str(path)).to_dict()
+    except BundleVerificationError:
+        return entries, None
+    return entries, manifest

@@ -1,0 +1,114 @@
+"""Sample models built from data that ships inside a pip package (scikit-learn's digits).
+
+These give the quick start, the examples and the tests a real trained model
+without any download: scikit-learn carries the 1,797 8x8 handwritten digits
+of the UCI optical-recognition set in its wheel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_sdk.errors import MissingDependencyError
+
+DIGIT_LABELS = tuple(str(i) for i in range(10))
+
+
+@dataclass(frozen=True)
+class DigitsSplit:
+    """Digits as 8-bit grayscale images (N, 8, 8, 1) scaled to 0..255, with labels."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+def load_digits_split(test_fraction: float = 0.2, seed: int = 0) -> DigitsSplit:
+    """scikit-learn's digits, shuffled with a fixed seed and split into train and test."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise MissingDependencyError("scikit-learn", "host", "the digits sample data") from exc
+    digits = load_digits()
+    images = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[..., None]
+    labels = digits.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    images, labels = images[order], labels[order]
+    n_test = int(round(len(labels) * test_fraction))
+    return DigitsSplit(images[n_test:], labels[n_test:], images[:n_test], labels[:n_test])
+
+
+@dataclass(frozen=True)
+class SoftmaxClassifier:
+    """A multinomial logistic regression over flattened pixels scaled to 0..1."""
+
+    weights: np.ndarray  # (features, classes) float32
+    bias: np.ndarray  # (classes,) float32
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        x = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
+        logits = x @ self.weights + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
+        return float((self.predict_proba(images).argmax(axis=1) == labels).mean())
+
+
+def train_softmax(split: DigitsSplit, epochs: int = 300, learning_rate: float = 0.5, l2: float = 1e-4) -> SoftmaxClassifier:
+    """Full-batch gradient descent; deterministic for a given split."""
+    x = split.train_images.reshape(len(split.train_images), -1).astype(np.float64) / 255.0
+    y = np.eye(10)[split.train_labels]
+    w = np.zeros((x.shape[1], 10))
+    b = np.zeros(10)
+    for _ in range(epochs):
+        logits = x @ w + b
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        grad = p - y
+        w -= learning_rate * (x.T @ grad / len(x) + l2 * w)
+        b -= learning_rate * grad.mean(axis=0)
+    return SoftmaxClassifier(w.astype(np.float32), b.astype(np.float32))
+
+
+def softmax_to_onnx(model: SoftmaxClassifier, path: str | Path, input_name: str = "image", output_name: str = "probs") -> Path:
+    """Write the classifier as an ONNX graph: (1,8,8,1) uint8-range float -> (1,10) probabilities.
+
+    The graph takes pixels already normalised to 0..1 (the bundle's input spec
+    records mean 0 / std 255), flattens, applies the dense layer and softmax.
+    """
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError as exc:
+        raise MissingDependencyError("onnx", "host", "writing ONNX models") from exc
+    features, classes = model.weights.shape
+    graph = helper.make_graph(
+        nodes=[
+            helper.make_node("Reshape", [input_name, "flat_shape"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "weights"], ["matmul"]),
+            helper.make_node("Add", ["matmul", "bias"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], [output_name], axis=-1),
+        ],
+        name="digits_softmax",
+        inputs=[helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 8, 8, 1])],
+        outputs=[helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [1, classes])],
+        initializer=[
+            numpy_helper.from_array(np.array([1, features], dtype=np.int64), "flat_shape"),
+            numpy_helper.from_array(model.weights, "weights"),
+            numpy_helper.from_array(model.bias, "bias"),
+        ],
+    )
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edge-sdk")
+    onnx_model.ir_version = 8
+    onnx.checker.check_model(onnx_model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(onnx_model, str(path))
+    return path
