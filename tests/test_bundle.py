@@ -342,6 +342,7 @@ def _signed_bundle(tmp_path, keys, manifest_dict, files=None):
                       "color_order": "RGB", "resize": "stretch", "mean": [0], "std": [1]}]},
          "manifest field 'inputs\\[0\\].dtype': expected one of"),
         ({"task": {"kind": "magic", "params": {}}}, "manifest field 'task.kind'"),
+        ({"accuracy": {"top1": float("nan")}}, "not valid UTF-8 JSON: NaN is not valid JSON"),
     ],
 )
 def test_invalid_manifest_fields_are_named(tmp_path, keys, changes, reason):
@@ -356,6 +357,13 @@ def test_missing_required_field_and_non_json_manifest(tmp_path, keys):
     with pytest.raises(BundleVerificationError, match="'profile': required field is missing"):
         open_bundle(_signed_bundle(tmp_path, keys, data), trusted=keys.trust)
     path = craft_zip(tmp_path / "nj.edgepkg", [("manifest.json", b"\xff\xfe"), ("signature", keys.key.sign(b"\xff\xfe"))])
+    with pytest.raises(BundleVerificationError, match="not valid UTF-8 JSON"):
+        open_bundle(path, trusted=keys.trust)
+
+
+def test_huge_integer_in_manifest_is_a_bundle_error(tmp_path, keys):
+    body = json.dumps(_manifest_dict(metadata={"big": 1})).replace('"big": 1', '"big": ' + "9" * 5000).encode()
+    path = craft_zip(tmp_path / "big.edgepkg", [("manifest.json", body), ("signature", keys.key.sign(body))])
     with pytest.raises(BundleVerificationError, match="not valid UTF-8 JSON"):
         open_bundle(path, trusted=keys.trust)
 

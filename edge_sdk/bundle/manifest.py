@@ -344,8 +344,8 @@ class Manifest:
     def from_bytes(cls, data: bytes, source: str = "manifest.json") -> "Manifest":
         """Parse and validate manifest bytes; ``source`` names the bundle in errors."""
         try:
-            raw = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raw = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
             raise BundleVerificationError(source, f"manifest.json is not valid UTF-8 JSON: {exc}") from exc
         return cls.from_dict(raw, source)
 
@@ -410,6 +410,10 @@ class Manifest:
                 for tensor, path in mapping.items():
                     if path not in listed:
                         f.fail(f"golden.{side}.{tensor}", f"golden file {path!r} is not among the bundle's files")
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def canonical_json(data: Any) -> bytes:

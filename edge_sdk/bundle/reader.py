@@ -142,7 +142,7 @@ def open_bundle(
                 for _ in _verified_chunks(fh, infos[entry.name], entry, where):
                     pass
             return VerifiedBundle(path, manifest, signer)
-        directory = _extract(fh, infos, manifest, Path(extract_to), overwrite, where)
+        directory = _extract(fh, infos, manifest, manifest_bytes, Path(extract_to), overwrite, where)
     return VerifiedBundle(path, manifest, signer, directory)
 
 
@@ -289,6 +289,7 @@ def _extract(
     fh: IO[bytes],
     infos: dict[str, zipfile.ZipInfo],
     manifest: Manifest,
+    manifest_bytes: bytes,
     target: Path,
     overwrite: bool,
     where: str,
@@ -312,7 +313,7 @@ def _extract(
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-        (staging / MANIFEST_NAME).write_bytes(manifest.to_bytes())
+        (staging / MANIFEST_NAME).write_bytes(manifest_bytes)  # the signed bytes, as verified
         _swap_into_place(staging, target, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
