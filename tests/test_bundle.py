@@ -318,7 +318,7 @@ def _manifest_dict(**changes):
 
 def _signed_bundle(tmp_path, keys, manifest_dict, files=None):
     files = sample_files() if files is None else files
-    from edge_sdk.bundle.writer import _pin, _role_of
+    from edge_sdk.bundle.writer import _pin
 
     manifest_dict.setdefault("files", [])
     if not manifest_dict["files"]:

@@ -6,9 +6,7 @@ import json
 import stat
 import subprocess
 import sys
-import zipfile
 
-import pytest
 
 from conftest import craft_zip, zip_entries
 from edge_sdk.cli.main import build_parser, main

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edge_sdk.bundle.reader import describe_bundle
 from edge_sdk.bundle.signing import default_trusted_dir
+from edge_sdk.cli._args import add_json, add_trusted_dir
 from edge_sdk.cli._output import emit_json, human_bytes, table
 
 
@@ -18,9 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Exits 1 when verification fails or the bundle is unsigned.",
     )
     p.add_argument("bundle", type=Path, help=".edgepkg file")
-    p.add_argument("--trusted-dir", type=Path, default=None, help=f"trusted public keys (default: {default_trusted_dir()})")
+    add_trusted_dir(p)
     p.add_argument("--profile", default=None, help="also check the bundle was built for this device profile")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(p)
     p.set_defaults(func=run)
 
 

@@ -6,37 +6,37 @@ import argparse
 from pathlib import Path
 
 from edge_sdk.bundle.signing import TrustStore, default_key_dir, default_trusted_dir, generate_keypair
+from edge_sdk.cli._args import add_json, add_trusted_dir, command_group
 from edge_sdk.cli._output import emit_json, table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    sub = command_group(
+        subparsers,
         "keys",
         help="generate signing keys and manage trusted public keys",
         description="Bundles are signed with Ed25519. The private key stays on the packaging host; "
         "devices trust the public keys in their trusted-keys directory.",
     )
-    sub = parser.add_subparsers(dest="keys_command", metavar="ACTION")
-    sub.required = True
 
     p = sub.add_parser("generate", help="write a new Ed25519 key pair (<name>.key mode 0600, <name>.pub)")
     p.add_argument("--dir", type=Path, default=None, help=f"where to write the key pair (default: {default_key_dir()})")
     p.add_argument("--name", default="signing", help="file name stem (default: signing)")
     p.add_argument("--force", action="store_true", help="replace an existing key pair (devices will stop trusting the old one)")
     p.add_argument("--trust", action="store_true", help="also add the public key to the trusted-keys directory")
-    p.add_argument("--trusted-dir", type=Path, default=None, help=f"trusted-keys directory (default: {default_trusted_dir()})")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_trusted_dir(p)
+    add_json(p)
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("trust", help="add a publisher's public key to the trusted-keys directory")
     p.add_argument("public_key", type=Path, help="PEM public key file (.pub)")
-    p.add_argument("--trusted-dir", type=Path, default=None, help=f"trusted-keys directory (default: {default_trusted_dir()})")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_trusted_dir(p)
+    add_json(p)
     p.set_defaults(func=_trust)
 
     p = sub.add_parser("list", help="list the trusted public keys")
-    p.add_argument("--trusted-dir", type=Path, default=None, help=f"trusted-keys directory (default: {default_trusted_dir()})")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_trusted_dir(p)
+    add_json(p)
     p.set_defaults(func=_list)
 
 

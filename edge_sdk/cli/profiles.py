@@ -5,24 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 
+from edge_sdk.cli._args import add_json, command_group
 from edge_sdk.cli._output import emit_json, human_bytes, table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    sub = command_group(
+        subparsers,
         "profiles",
         help="list, show and validate device profiles",
         description="Device profiles are TOML files: the built-in ones, plus any in --profiles-dir "
         "or in the directories named by EDGE_SDK_PROFILES_PATH (which override built-ins of the same id).",
     )
-    sub = parser.add_subparsers(dest="profiles_command", metavar="ACTION")
-    sub.required = True
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--profiles-dir", action="append", default=[], metavar="DIR", help="extra directory of profile TOML files"
     )
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(common)
 
     p = sub.add_parser("list", parents=[common], help="list known profiles")
     p.set_defaults(func=_list)
