@@ -9,6 +9,7 @@ from edge_sdk.errors import (
     BundleError,
     BundleVerificationError,
     EdgeSDKError,
+    EngineError,
     MissingDependencyError,
     ProfileError,
     ProfileMismatchError,
@@ -18,6 +19,9 @@ from edge_sdk.errors import (
 
 __all__ = [
     "__version__",
+    "load",
+    "Model",
+    "EngineError",
     "BundleError",
     "BundleVerificationError",
     "EdgeSDKError",
@@ -27,3 +31,12 @@ __all__ = [
     "SignatureError",
     "SigningKeyError",
 ]
+
+
+def __getattr__(name: str):
+    # ``edge_sdk.load`` and ``edge_sdk.Model`` import numpy and the vision code on first use only.
+    if name in ("load", "Model"):
+        from edge_sdk import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'edge_sdk' has no attribute {name!r}")

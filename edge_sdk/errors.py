@@ -95,3 +95,12 @@ class MissingDependencyError(EdgeSDKError, ImportError):
             f"{purpose} needs the {package!r} package, which is not installed; "
             f"install it with: pip install 'edge-deploy-sdk[{extra}]'"
         )
+
+
+class EngineError(EdgeSDKError):
+    """An inference engine could not load or run a model (missing delegate, bad model, crash)."""
+
+    def __init__(self, engine: str, reason: str) -> None:
+        self.engine = engine
+        self.reason = reason
+        super().__init__(f"{engine}: {reason}")

@@ -118,7 +118,8 @@ class InputSpec:
 
     ``scale``/``zero_point`` are the input quantization (real = scale * (q - zero_point))
     for integer inputs; ``mean``/``std`` normalise per channel after resizing
-    (``(pixel - mean) / std`` on 0..255 pixel values).
+    (``(pixel - mean) / std`` on 0..255 pixel values); ``pad_value`` is the grey
+    level letterbox padding uses (YOLO models are trained with 114).
     """
 
     name: str
@@ -131,6 +132,7 @@ class InputSpec:
     std: tuple[float, ...] = (1.0,)
     scale: float | None = None
     zero_point: int | None = None
+    pad_value: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -142,6 +144,7 @@ class InputSpec:
             "resize": self.resize,
             "mean": list(self.mean),
             "std": list(self.std),
+            "pad_value": self.pad_value,
         }
         if self.scale is not None:
             data["scale"] = self.scale
@@ -161,7 +164,10 @@ class InputSpec:
             std=f.float_tuple("std"),
             scale=f.float("scale", None),
             zero_point=f.int("zero_point", None),
+            pad_value=f.int("pad_value", 0, minimum=0),
         )
+        if spec.pad_value > 255:
+            f.fail("pad_value", f"a pixel value is 0..255, got {spec.pad_value!r}")
         if any(s == 0.0 for s in spec.std):
             f.fail("std", f"standard deviations must be non-zero, got {list(spec.std)!r}")
         if (spec.scale is None) != (spec.zero_point is None):

@@ -136,7 +136,7 @@ def open_bundle(
         signer = _check_signature(fh, infos, manifest_bytes, trust, allow_unsigned, where)
         manifest = Manifest.from_bytes(manifest_bytes, where)
         _check_listing(infos, manifest, where, limits)
-        _check_profile(manifest, profile, where)
+        check_profile(manifest, profile, where)
         if extract_to is None:
             for entry in manifest.files:
                 for _ in _verified_chunks(fh, infos[entry.name], entry, where):
@@ -269,7 +269,8 @@ def _check_listing(infos: dict[str, zipfile.ZipInfo], manifest: Manifest, where:
             )
 
 
-def _check_profile(manifest: Manifest, profile: "DeviceProfile | str | None", where: str) -> None:
+def check_profile(manifest: Manifest, profile: "DeviceProfile | str | None", where: str) -> None:
+    """Refuse a bundle built for another device profile (and, given a profile object, engine or format)."""
     if profile is None:
         return
     device_id = profile if isinstance(profile, str) else profile.id
