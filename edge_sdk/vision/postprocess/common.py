@@ -19,6 +19,7 @@ import numpy as np
 
 from edge_sdk._fields import Fields
 from edge_sdk.errors import EdgeSDKError
+from edge_sdk.vision.types import BBox, Detection
 
 PARAMS_PREFIX = "task.params"
 
@@ -98,20 +99,6 @@ def box_areas(boxes: np.ndarray) -> np.ndarray:
     return np.maximum(boxes[..., 2] - boxes[..., 0], 0) * np.maximum(boxes[..., 3] - boxes[..., 1], 0)
 
 
-def iou_one_to_many(box: np.ndarray, boxes: np.ndarray, area: Any = None, areas: Any = None) -> np.ndarray:
-    """Intersection over union of one box with each of ``boxes`` (0 where the union is empty)."""
-    if area is None:
-        area = box_areas(box)
-    if areas is None:
-        areas = box_areas(boxes)
-    iw = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
-    ih = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
-    inter = np.maximum(iw, 0) * np.maximum(ih, 0)
-    union = area + areas - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
-
-
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N, M) pairwise IoU of two sets of corner boxes."""
     a = np.asarray(a, dtype=np.float64)
@@ -132,6 +119,50 @@ def _descending(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-scores, kind="stable")
 
 
+class _SortedBoxes:
+    """Boxes sorted best first, as contiguous columns, for the NMS loops.
+
+    Each step compares the first (best) remaining box with all the others in
+    a handful of whole-array operations, then drops boxes by boolean masks.
+    "Overlaps" means IoU strictly above the threshold, tested as
+    ``inter > threshold * union`` so that no division (and no 0/0) happens.
+    """
+
+    def __init__(self, boxes: np.ndarray, order: np.ndarray, classes: np.ndarray | None) -> None:
+        ordered = boxes[order]
+        self.x0 = np.ascontiguousarray(ordered[:, 0])
+        self.y0 = np.ascontiguousarray(ordered[:, 1])
+        self.x1 = np.ascontiguousarray(ordered[:, 2])
+        self.y1 = np.ascontiguousarray(ordered[:, 3])
+        self.area = np.maximum(self.x1 - self.x0, 0.0) * np.maximum(self.y1 - self.y0, 0.0)
+        self.cls = None if classes is None else classes[order]
+        self.index = order
+
+    def overlaps_first(self, threshold: float) -> np.ndarray:
+        """For every box (the first included): does it overlap the first one (same class only)?"""
+        iw = np.minimum(self.x1, self.x1[0])
+        iw -= np.maximum(self.x0, self.x0[0])
+        np.maximum(iw, 0.0, out=iw)
+        ih = np.minimum(self.y1, self.y1[0])
+        ih -= np.maximum(self.y0, self.y0[0])
+        np.maximum(ih, 0.0, out=ih)
+        iw *= ih  # intersection
+        union = self.area + self.area[0]
+        union -= iw
+        union *= threshold
+        over = iw > union
+        if self.cls is not None:
+            over &= self.cls == self.cls[0]
+        return over
+
+    def keep_only(self, mask: np.ndarray) -> None:
+        self.x0, self.y0, self.x1, self.y1 = self.x0[mask], self.y0[mask], self.x1[mask], self.y1[mask]
+        self.area = self.area[mask]
+        self.index = self.index[mask]
+        if self.cls is not None:
+            self.cls = self.cls[mask]
+
+
 def nms(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -143,30 +174,26 @@ def nms(
 
     A box is suppressed when its IoU with an already kept box is strictly
     greater than ``iou_threshold`` (MediaPipe's ``similarity >
-    min_suppression_threshold``, OpenCV's ``overlap <= nms_threshold`` keeps).
-    With ``classes`` the suppression is class-aware: boxes only suppress boxes
-    of their own class. ``max_detections <= 0`` keeps everything that survives.
+    min_suppression_threshold``; OpenCV's NMSBoxes keeps ``overlap <=
+    nms_threshold``). With ``classes`` the suppression is class-aware: boxes
+    only suppress boxes of their own class. ``max_detections <= 0`` keeps
+    everything that survives.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(scores).reshape(-1)
     if boxes.shape[0] != scores.shape[0]:
         raise EdgeSDKError(f"nms: {boxes.shape[0]} boxes but {scores.shape[0]} scores")
-    order = _descending(scores)
-    areas = box_areas(boxes)
     cls = None if classes is None else np.asarray(classes).reshape(-1)
+    rest = _SortedBoxes(boxes, _descending(scores), cls)
     limit = max_detections if max_detections > 0 else boxes.shape[0]
     keep: list[int] = []
-    while order.size and len(keep) < limit:
-        top = order[0]
-        keep.append(int(top))
-        rest = order[1:]
-        if not rest.size:
+    while rest.index.size and len(keep) < limit:
+        keep.append(int(rest.index[0]))
+        if rest.index.size == 1:
             break
-        iou = iou_one_to_many(boxes[top], boxes[rest], areas[top], areas[rest])
-        survives = iou <= iou_threshold
-        if cls is not None:
-            survives |= cls[rest] != cls[top]
-        order = rest[survives]
+        survivors = ~rest.overlaps_first(iou_threshold)
+        survivors[0] = False
+        rest.keep_only(survivors)
     return np.asarray(keep, dtype=np.int64)
 
 
@@ -186,6 +213,7 @@ def weighted_nms(
     strictly above ``iou_threshold`` (the best one included), and output one
     detection whose box corners and keypoints are the score-weighted means of
     the gathered ones and whose score is the best one's. Repeat on the rest.
+    With ``classes``, only detections of the best one's class are gathered.
 
     One deliberate difference: MediaPipe stops altogether when a best box does
     not overlap itself (a zero-area box); here such a box forms a cluster of
@@ -202,23 +230,19 @@ def weighted_nms(
         raise EdgeSDKError(f"weighted_nms: {boxes.shape[0]} boxes but {scores.shape[0]} scores")
     kps = None if keypoints is None else np.asarray(keypoints, dtype=np.float64).reshape(boxes.shape[0], -1)
     cls = None if classes is None else np.asarray(classes).reshape(-1)
-    order = _descending(scores)
-    areas = box_areas(boxes)
+    rest = _SortedBoxes(boxes, _descending(scores), cls)
     limit = max_detections if max_detections > 0 else boxes.shape[0]
     tops: list[int] = []
     merged_boxes: list[np.ndarray] = []
     merged_kps: list[np.ndarray] = []
-    while order.size and len(tops) < limit:
-        top = order[0]
-        iou = iou_one_to_many(boxes[top], boxes[order], areas[top], areas[order])
-        cluster = iou > iou_threshold
-        if cls is not None:
-            cluster &= cls[order] == cls[top]
+    while rest.index.size and len(tops) < limit:
+        top = int(rest.index[0])
+        cluster = rest.overlaps_first(iou_threshold)
         cluster[0] = True
-        members = order[cluster]
+        members = rest.index[cluster]
         weights = scores[members]
         total = weights.sum()
-        tops.append(int(top))
+        tops.append(top)
         if total > 0:
             merged_boxes.append(weights @ boxes[members] / total)
             if kps is not None:
@@ -227,10 +251,44 @@ def weighted_nms(
             merged_boxes.append(boxes[top])
             if kps is not None:
                 merged_kps.append(kps[top])
-        order = order[~cluster]
+        rest.keep_only(~cluster)
     indices = np.asarray(tops, dtype=np.int64)
     out_boxes = np.asarray(merged_boxes, dtype=np.float64).reshape(-1, 4)
     out_kps = None
     if kps is not None:
         out_kps = np.asarray(merged_kps, dtype=np.float64).reshape(len(tops), kps.shape[1])
     return indices, out_boxes, out_kps
+
+
+def to_detections(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    labels: tuple[str, ...],
+    keypoints: np.ndarray | None = None,
+) -> tuple[Detection, ...]:
+    """Value objects for the final (already suppressed) detections, in the given order.
+
+    ``keypoints`` is ``(N, K, 2)`` or ``None``. The loop runs over the few
+    detections that survived NMS, never over candidates.
+    """
+    result = []
+    box_list = np.asarray(boxes, dtype=np.float64).tolist()
+    score_list = np.asarray(scores, dtype=np.float64).tolist()
+    class_list = np.asarray(classes).astype(np.int64).tolist()
+    kp_list = None if keypoints is None else np.asarray(keypoints, dtype=np.float64).tolist()
+    for i, (x0, y0, x1, y1) in enumerate(box_list):
+        index = class_list[i]
+        points: tuple[tuple[float, float], ...] = ()
+        if kp_list is not None:
+            points = tuple((p[0], p[1]) for p in kp_list[i])
+        result.append(
+            Detection(
+                box=BBox(x0, y0, x1, y1),
+                score=score_list[i],
+                index=index,
+                label=label_for(labels, index),
+                keypoints=points,
+            )
+        )
+    return tuple(result)
