@@ -24,3 +24,14 @@ def add_trusted_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trusted-dir", type=Path, default=None, help=f"trusted public keys (default: {default_trusted_dir()})"
     )
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts: a clear usage error instead of a traceback or a silent zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

@@ -151,8 +151,15 @@ class Pipeline:
     def start(self) -> "Pipeline":
         if self._threads:
             raise EdgeSDKError("pipeline already started")
-        for source in self.sources:
-            source.open()
+        opened = []
+        try:
+            for source in self.sources:
+                source.open()
+                opened.append(source)
+        except BaseException:
+            for source in opened:
+                source.close()
+            raise
         self.stats.started = time.monotonic()
         self._spawn("edge-infer", self._inference_loop)
         self._spawn("edge-output", self._output_loop)
