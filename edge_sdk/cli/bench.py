@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_sdk.cli._args import add_json, add_trusted_dir, positive_int
+from edge_sdk.cli._args import add_json, add_model_options, load_model, positive_int
 from edge_sdk.cli._output import emit_json, table
 
 
@@ -22,18 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(preprocess, inference, postprocess) on a real image and reports percentiles. With --vs-bare the same "
         "model runs on the bare engine API with the same threads and input, interleaved, for a ratio.",
     )
-    p.add_argument("bundle", type=Path, help=".edgepkg file")
+    add_model_options(p)
     p.add_argument("--runs", type=positive_int, default=100, help="timed runs (default 100)")
     p.add_argument("--warmup", type=positive_int, default=10, help="untimed warm-up runs (default 10)")
-    p.add_argument("--threads", type=positive_int, default=None, help="engine threads (default: the profile's)")
     p.add_argument("--image", type=Path, default=None, help="image to run on (default: a photo from scikit-image, "
                    "or a fixed noise frame when scikit-image is absent)")
-    p.add_argument("--profile", default=None, help="device profile (default: $EDGE_SDK_PROFILE or the bundle's)")
-    p.add_argument("--allow-cpu-fallback", action="store_true", help="run on the CPU if the accelerator is absent")
-    p.add_argument("--allow-unsigned", action="store_true", help="accept an unsigned bundle (development only)")
     p.add_argument("--vs-bare", action="store_true", help="also time the bare engine on the same model and input")
     p.add_argument("--histogram", type=Path, default=None, metavar="PNG", help="write a latency histogram image")
-    add_trusted_dir(p)
     add_json(p)
     p.set_defaults(func=run)
 
@@ -64,12 +59,10 @@ def percentiles(values_ms: list[float]) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     from edge_sdk.cli._output import step
-    from edge_sdk.model import load
     from edge_sdk.runtime.bare import bare_runner
 
     t0 = time.perf_counter()
-    model = load(args.bundle, profile=args.profile, trusted=args.trusted_dir, allow_unsigned=args.allow_unsigned,
-                 allow_cpu_fallback=True if args.allow_cpu_fallback else None, num_threads=args.threads)
+    model = load_model(args)
     load_ms = (time.perf_counter() - t0) * 1e3
     with model:
         vision = model.manifest.task.kind != "raw" and len(model.manifest.inputs) == 1

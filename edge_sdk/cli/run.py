@@ -6,9 +6,8 @@ import argparse
 import sys
 import threading
 import time
-from pathlib import Path
 
-from edge_sdk.cli._args import add_json, add_trusted_dir, positive_int
+from edge_sdk.cli._args import add_json, add_model_options, load_model, positive_int
 from edge_sdk.cli._output import emit_json
 
 
@@ -21,34 +20,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "http(s)://..., video.mp4, an image file, a directory or a glob. Sinks: out.jsonl, - (stdout JSON lines), "
         "images:DIR (annotated JPEGs), out.mp4 (annotated video). Ctrl-C stops cleanly.",
     )
-    p.add_argument("bundle", type=Path, help=".edgepkg file")
+    add_model_options(p)
     p.add_argument("--source", action="append", required=True, metavar="SPEC",
                    help="input source (repeat for several cameras)")
     p.add_argument("--sink", action="append", default=[], metavar="SPEC", help="output sink (repeatable)")
-    p.add_argument("--profile", default=None, help="device profile (default: $EDGE_SDK_PROFILE or the bundle's)")
-    p.add_argument("--threads", type=positive_int, default=None, help="engine threads (default: the profile's)")
     p.add_argument("--max-batch", type=positive_int, default=1,
                    help="batch frames from several sources into one inference call (model needs a batch dimension)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest wait for a batch to fill (default 5)")
     p.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many results")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--loop", action="store_true", help="loop video files")
-    p.add_argument("--allow-cpu-fallback", action="store_true", help="run on the CPU if the accelerator is absent")
-    p.add_argument("--allow-unsigned", action="store_true", help="accept an unsigned bundle (development only)")
-    add_trusted_dir(p)
     add_json(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_sdk.model import load
     from edge_sdk.vision.pipeline import Pipeline, PipelineConfig
     from edge_sdk.vision.sinks import open_sink
     from edge_sdk.vision.sources import open_source
 
     config = PipelineConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
-    model = load(args.bundle, profile=args.profile, trusted=args.trusted_dir, allow_unsigned=args.allow_unsigned,
-                 allow_cpu_fallback=True if args.allow_cpu_fallback else None, num_threads=args.threads)
+    model = load_model(args)
     with model:
         sources = [open_source(spec, loop=args.loop) if _is_video(spec) else open_source(spec) for spec in args.source]
         sinks = [open_sink(spec) for spec in args.sink]
