@@ -458,3 +458,15 @@ def test_golden_arrays_round_trip(bundle, keys):
 
     image = np.load(io.BytesIO(verified.read("golden/image.npy")), allow_pickle=False)
     assert image.shape == (1, 8, 8, 1) and image.dtype == np.float32
+
+
+def test_negative_local_header_offset_is_a_bundle_error(bundle, tmp_path, keys):
+    """Found by the fuzzer: a bit flip that makes zipfile compute a negative header offset."""
+    data = bytearray(bundle.read_bytes())
+    eocd = data.rfind(b"PK\x05\x06")  # end of central directory: its offset field at +16
+    offset = int.from_bytes(data[eocd + 16:eocd + 20], "little")
+    data[eocd + 16:eocd + 20] = (offset + 0x10000).to_bytes(4, "little")  # zipfile then computes negative offsets
+    path = tmp_path / "neg.edgepkg"
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleVerificationError, match="manifest.json"):
+        open_bundle(path, trusted=keys.trust)

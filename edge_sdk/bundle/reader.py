@@ -351,19 +351,24 @@ def _verified_chunks(fh: IO[bytes], info: zipfile.ZipInfo, entry, where: str) ->
 def _stream_entry(fh: IO[bytes], info: zipfile.ZipInfo, expected_size: int, where: str) -> Iterator[bytes]:
     """Yield an entry's uncompressed bytes; never more than ``expected_size``, never fewer."""
     name = info.filename
-    fh.seek(info.header_offset)
-    header = fh.read(_LOCAL_HEADER.size)
-    if len(header) != _LOCAL_HEADER.size:
-        raise BundleVerificationError(where, f"entry {name!r}: local header is truncated")
-    magic, _ver, flags, method, _t, _d, _crc, _cs, _us, name_len, extra_len = _LOCAL_HEADER.unpack(header)
-    if magic != _LOCAL_MAGIC:
-        raise BundleVerificationError(where, f"entry {name!r}: bad local header signature")
-    local_name = fh.read(name_len)
-    if local_name != info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace"):
-        raise BundleVerificationError(where, f"entry {name!r}: local header names a different file")
-    if method != info.compress_type or flags & 0x1:
-        raise BundleVerificationError(where, f"entry {name!r}: local header disagrees with the central directory")
-    fh.seek(extra_len, os.SEEK_CUR)
+    if info.header_offset < 0:
+        raise BundleVerificationError(where, f"entry {name!r}: local header offset {info.header_offset} is invalid")
+    try:
+        fh.seek(info.header_offset)
+        header = fh.read(_LOCAL_HEADER.size)
+        if len(header) != _LOCAL_HEADER.size:
+            raise BundleVerificationError(where, f"entry {name!r}: local header is truncated")
+        magic, _ver, flags, method, _t, _d, _crc, _cs, _us, name_len, extra_len = _LOCAL_HEADER.unpack(header)
+        if magic != _LOCAL_MAGIC:
+            raise BundleVerificationError(where, f"entry {name!r}: bad local header signature")
+        local_name = fh.read(name_len)
+        if local_name != info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace"):
+            raise BundleVerificationError(where, f"entry {name!r}: local header names a different file")
+        if method != info.compress_type or flags & 0x1:
+            raise BundleVerificationError(where, f"entry {name!r}: local header disagrees with the central directory")
+        fh.seek(extra_len, os.SEEK_CUR)
+    except (OSError, ValueError) as exc:
+        raise BundleVerificationError(where, f"entry {name!r}: cannot read its local header: {exc}") from exc
     remaining_in = info.compress_size
     produced = 0
     inflater = zlib.decompressobj(-15) if method == zipfile.ZIP_DEFLATED else None
