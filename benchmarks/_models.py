@@ -25,7 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_sdk.bundle import InputSpec, Manifest, OutputSpec, SigningKey, TaskSpec, TrustStore, write_bundle  # noqa: E402
+from edge_sdk.bundle import (  # noqa: E402
+    InputSpec,
+    Manifest,
+    OutputSpec,
+    SigningKey,
+    TaskSpec,
+    TrustStore,
+    write_bundle,
+)
 
 #: Bump when the recipe below changes, so stale cached models are not reused.
 RECIPE = 1

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENV_PROFILE = "EDGE_SDK_PROFILE"
+_RETAIN = ("model", "labels")  # read once, in the verifying pass
 
 
 @dataclass(frozen=True)
@@ -306,10 +307,10 @@ def load(
     if isinstance(source, VerifiedBundle):
         bundle = source
     elif profile is None and not os.environ.get(ENV_PROFILE):
-        bundle = open_bundle(source, trusted=trusted, allow_unsigned=allow_unsigned)
+        bundle = open_bundle(source, trusted=trusted, allow_unsigned=allow_unsigned, retain=_RETAIN)
     else:
         device = resolve_profile(profile, "")
-        bundle = open_bundle(source, trusted=trusted, allow_unsigned=allow_unsigned, profile=device)
+        bundle = open_bundle(source, trusted=trusted, allow_unsigned=allow_unsigned, profile=device, retain=_RETAIN)
         return Model.from_bundle(bundle, device, allow_cpu_fallback=allow_cpu_fallback, num_threads=num_threads)
     device = resolve_profile(profile, bundle.manifest.profile)
     check_profile(bundle.manifest, device, str(bundle.path))

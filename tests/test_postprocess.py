@@ -31,6 +31,7 @@ from edge_sdk.bundle.manifest import TaskSpec
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.vision.postprocess import (
     DECODERS,
+    decoder_class,
     ClassificationDecoder,
     SegmentationDecoder,
     SsdDecoder,
@@ -57,7 +58,7 @@ PROPERTY = settings(
 
 def test_registry_names_the_five_decoders():
     assert set(DECODERS) == {"classification", "ssd", "yolov5", "yolov8", "segmentation"}
-    assert DECODERS["ssd"] is SsdDecoder and DECODERS["yolov8"] is Yolov8Decoder
+    assert decoder_class("ssd") is SsdDecoder and decoder_class("yolov8") is Yolov8Decoder
 
 
 def test_make_decoder_defaults_from_task_kind():

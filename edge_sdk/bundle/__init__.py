@@ -1,51 +1,43 @@
-"""The ``.edgepkg`` bundle: manifest schema, signing, writing and verified opening."""
+"""The ``.edgepkg`` bundle: manifest schema, signing, writing and verified opening.
 
-from edge_sdk.bundle.manifest import (
-    SCHEMA_VERSION,
-    FileEntry,
-    GoldenSpec,
-    InputSpec,
-    Manifest,
-    OutputSpec,
-    TaskSpec,
-    canonical_json,
-    semver_key,
-)
-from edge_sdk.bundle.reader import VerifiedBundle, VerifyLimits, open_bundle, verify_bundle
-from edge_sdk.bundle.signing import (
-    KeyPair,
-    SigningKey,
-    TrustStore,
-    default_key_dir,
-    default_trusted_dir,
-    generate_keypair,
-    key_id_of,
-    load_public_key,
-)
-from edge_sdk.bundle.writer import utc_timestamp, write_bundle
+Names are imported from their modules on first use, so a device that only
+opens bundles never imports the writer (cold start matters on a Pi).
+"""
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "FileEntry",
-    "GoldenSpec",
-    "InputSpec",
-    "KeyPair",
-    "Manifest",
-    "OutputSpec",
-    "SigningKey",
-    "TaskSpec",
-    "TrustStore",
-    "VerifiedBundle",
-    "VerifyLimits",
-    "canonical_json",
-    "default_key_dir",
-    "default_trusted_dir",
-    "generate_keypair",
-    "key_id_of",
-    "load_public_key",
-    "open_bundle",
-    "semver_key",
-    "utc_timestamp",
-    "verify_bundle",
-    "write_bundle",
-]
+import importlib
+
+_EXPORTS = {
+    "SCHEMA_VERSION": "manifest",
+    "FileEntry": "manifest",
+    "GoldenSpec": "manifest",
+    "InputSpec": "manifest",
+    "Manifest": "manifest",
+    "OutputSpec": "manifest",
+    "TaskSpec": "manifest",
+    "canonical_json": "manifest",
+    "semver_key": "manifest",
+    "VerifiedBundle": "reader",
+    "VerifyLimits": "reader",
+    "open_bundle": "reader",
+    "verify_bundle": "reader",
+    "describe_bundle": "reader",
+    "KeyPair": "signing",
+    "SigningKey": "signing",
+    "TrustStore": "signing",
+    "default_key_dir": "signing",
+    "default_trusted_dir": "signing",
+    "generate_keypair": "signing",
+    "key_id_of": "signing",
+    "load_public_key": "signing",
+    "utc_timestamp": "writer",
+    "write_bundle": "writer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"edge_sdk.bundle.{module}"), name)

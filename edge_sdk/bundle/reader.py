@@ -33,9 +33,9 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Iterator
+from typing import IO, TYPE_CHECKING, Collection, Iterator, Mapping
 
 from edge_sdk.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, check_entry_name
 from edge_sdk.bundle.signing import TrustStore, default_trusted_dir
@@ -76,6 +76,7 @@ class VerifiedBundle:
     manifest: Manifest
     signer: str | None
     directory: Path | None = None
+    retained: Mapping[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def signed(self) -> bool:
@@ -88,6 +89,8 @@ class VerifiedBundle:
         verification is caught here too.
         """
         entry = self.manifest.file(name)
+        if name in self.retained:  # kept from the verifying pass itself
+            return self.retained[name]
         if self.directory is not None:
             path = self.directory / name
             data = path.read_bytes()
@@ -112,6 +115,7 @@ def open_bundle(
     extract_to: str | os.PathLike | None = None,
     overwrite: bool = False,
     limits: VerifyLimits = VerifyLimits(),
+    retain: Collection[str] = (),
 ) -> VerifiedBundle:
     """Verify a bundle completely and return it; raise if anything is wrong.
 
@@ -138,10 +142,17 @@ def open_bundle(
         _check_listing(infos, manifest, where, limits)
         check_profile(manifest, profile, where)
         if extract_to is None:
+            retained: dict[str, bytes] = {}
             for entry in manifest.files:
-                for _ in _verified_chunks(fh, infos[entry.name], entry, where):
-                    pass
-            return VerifiedBundle(path, manifest, signer)
+                if entry.name in retain or entry.role in retain:
+                    buffer = bytearray()
+                    for chunk in _verified_chunks(fh, infos[entry.name], entry, where):
+                        buffer += chunk
+                    retained[entry.name] = bytes(buffer)
+                else:
+                    for _ in _verified_chunks(fh, infos[entry.name], entry, where):
+                        pass
+            return VerifiedBundle(path, manifest, signer, retained=retained)
         directory = _extract(fh, infos, manifest, manifest_bytes, Path(extract_to), overwrite, where)
     return VerifiedBundle(path, manifest, signer, directory)
 

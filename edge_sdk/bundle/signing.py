@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge_sdk.bundle.manifest import canonical_json
@@ -61,12 +60,32 @@ def default_trusted_dir() -> Path:
 
 
 def key_id_of(public_key: Ed25519PublicKey) -> str:
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return hashlib.sha256(public_key.public_bytes_raw()).hexdigest()[:16]
+
+
+# DER SubjectPublicKeyInfo of an Ed25519 key (RFC 8410): this fixed prefix, then the 32 key bytes.
+_ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
 
 
 def _public_pem(public_key: Ed25519PublicKey) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = _ED25519_SPKI_PREFIX + public_key.public_bytes_raw()
+    body = base64.encodebytes(der).decode("ascii").replace("\n", "")
+    return f"-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n".encode("ascii")
+
+
+def _parse_public_pem(data: bytes) -> Ed25519PublicKey | None:
+    """The common case without importing cryptography's serialization module (it costs a device ~10 ms at start)."""
+    text = data.decode("ascii", errors="replace").strip()
+    header, footer = "-----BEGIN PUBLIC KEY-----", "-----END PUBLIC KEY-----"
+    if not (text.startswith(header) and text.endswith(footer)):
+        return None
+    try:
+        der = base64.b64decode("".join(text[len(header):-len(footer)].split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(der) != 44 or not der.startswith(_ED25519_SPKI_PREFIX):
+        return None
+    return Ed25519PublicKey.from_public_bytes(der[12:])
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,8 @@ class SigningKey:
         mode = path.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             log.warning("signing key %s is readable by other users (mode %o); chmod 600 it", path, mode & 0o777)
+        from cryptography.hazmat.primitives import serialization
+
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError) as exc:
@@ -145,6 +166,8 @@ def generate_keypair(directory: str | os.PathLike, name: str = "signing", overwr
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise SigningKeyError(directory, f"cannot create key directory: {exc.strerror or exc}") from exc
+    from cryptography.hazmat.primitives import serialization
+
     key = SigningKey.generate()
     private_pem = key.private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -185,6 +208,11 @@ def load_public_key(path: str | os.PathLike) -> Ed25519PublicKey:
         data = path.read_bytes()
     except OSError as exc:
         raise SigningKeyError(path, f"cannot read public key: {exc.strerror or exc}") from exc
+    key = _parse_public_pem(data)
+    if key is not None:
+        return key
+    from cryptography.hazmat.primitives import serialization
+
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as exc:

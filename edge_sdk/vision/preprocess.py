@@ -5,8 +5,8 @@ a model is calibrated on exactly what it will be fed. Steps, cheapest order:
 
 1. geometry at the input resolution: ``stretch`` (resize), ``letterbox``
    (keep aspect, pad with ``pad_value``) or ``center_crop`` (keep aspect,
-   crop the overflow); returns the :class:`FrameTransform` that maps results
-   back to the frame;
+   crop the overflow), antialiased (see :func:`resize`); returns the
+   :class:`FrameTransform` that maps results back to the frame;
 2. colour order (BGR frames -> RGB / BGR / GRAY), on the small image;
 3. normalisation and input quantization fused into one 256-entry lookup table
    per channel, built once: ``q = round(((pixel - mean) / std) / scale + zero_point)``
@@ -113,9 +113,35 @@ class PreprocessConfig:
         return table
 
     @functools.cached_property
-    def uniform_lookup(self) -> bool:
+    def cv_lookup(self) -> np.ndarray | None:
+        """The lookup table shaped for ``cv2.LUT``: (1, 256, 1) or (1, 256, C)."""
         table = self.lookup
-        return table is None or bool(np.all(table == table[0]))
+        if table is None:
+            return None
+        if self.channels == 1 or bool(np.all(table == table[0])):
+            lut = table[0].reshape(1, 256, 1)
+            return np.ascontiguousarray(np.repeat(lut, self.channels, axis=2)) if self.channels > 1 else lut
+        return np.ascontiguousarray(table.T.reshape(1, 256, self.channels))
+
+
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Antialiased resize at near-bilinear cost.
+
+    Plain bilinear aliases badly when shrinking 2x or more (BlazeFace misses
+    the face in a 512 -> 128 shrink), and area averaging is 12x slower for a
+    640x480 -> 224 shrink. So: area-average by the whole factor first (OpenCV
+    has a fast path for integer factors), then bilinear for the remainder.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    factor = int(min(w / width, h / height))
+    if factor >= 2:
+        image = cv2.resize(image, (max(width, w // factor), max(height, h // factor)), interpolation=cv2.INTER_AREA)
+        h, w = image.shape[:2]
+    if (w, h) == (width, height):
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def fit_geometry(frame: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, FrameTransform]:
@@ -127,15 +153,14 @@ def fit_geometry(frame: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarra
         raise EdgeSDKError(f"empty frame of shape {frame.shape!r}")
     tw, th = config.width, config.height
     if config.resize == "stretch" or (width, height) == (tw, th):
-        interp = cv2.INTER_AREA if width > tw else cv2.INTER_LINEAR
-        image = frame if (width, height) == (tw, th) else cv2.resize(frame, (tw, th), interpolation=interp)
+        image = frame if (width, height) == (tw, th) else resize(frame, tw, th)
         return image, FrameTransform((width, height), (tw, th), (tw / width, th / height), (0.0, 0.0))
     if config.resize == "letterbox":
         s = min(tw / width, th / height)
     else:  # center_crop
         s = max(tw / width, th / height)
     nw, nh = max(1, round(width * s)), max(1, round(height * s))
-    resized = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    resized = resize(frame, nw, nh)
     sx, sy = nw / width, nh / height
     if config.resize == "letterbox":
         left, top = (tw - nw) // 2, (th - nh) // 2
@@ -168,21 +193,25 @@ def convert_color(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
 
 
 def normalize(image: np.ndarray, config: PreprocessConfig, out: np.ndarray | None = None) -> np.ndarray:
-    """uint8 HxWxC pixels -> the input dtype through the fused lookup table (HxWxC)."""
-    table = config.lookup
+    """uint8 HxWxC pixels -> the input dtype through the fused lookup table (HxWxC).
+
+    ``cv2.LUT`` applies a (1, 256, C) table per channel in one pass, about 3x
+    faster than numpy fancy indexing.
+    """
+    import cv2
+
     if image.dtype != np.uint8:
         raise EdgeSDKError(f"frames must be uint8 pixels, got {image.dtype}")
+    table = config.cv_lookup
     if table is None:
-        if out is None:
-            return np.ascontiguousarray(image)
-        out[...] = image
-        return out
-    if config.uniform_lookup:
-        return np.take(table[0], image, out=out)
+        result = np.ascontiguousarray(image)
+    else:
+        result = cv2.LUT(image, table)
+        if result.ndim == 2:
+            result = result[:, :, None]
     if out is None:
-        out = np.empty(image.shape, dtype=table.dtype)
-    for c in range(config.channels):
-        np.take(table[c], image[:, :, c], out=out[:, :, c])
+        return result
+    out[...] = result
     return out
 
 

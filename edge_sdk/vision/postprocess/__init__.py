@@ -14,16 +14,13 @@ keypoints are in model-input pixels, for the runtime to map back to the frame.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from edge_sdk.errors import EdgeSDKError
-from edge_sdk.vision.postprocess.classify import ClassificationDecoder
 from edge_sdk.vision.postprocess.common import dequantize, nms, sigmoid, softmax, weighted_nms
-from edge_sdk.vision.postprocess.segment import SegmentationDecoder, mask_to_frame
-from edge_sdk.vision.postprocess.ssd import SsdDecoder, generate_anchors
-from edge_sdk.vision.postprocess.yolo import Yolov5Decoder, Yolov8Decoder
 
 if TYPE_CHECKING:
     from edge_sdk.bundle.manifest import TaskSpec
@@ -35,13 +32,40 @@ class Decoder(Protocol):
     def __call__(self, outputs: Sequence[np.ndarray]) -> Any: ...
 
 
-DECODERS: dict[str, type] = {
-    "classification": ClassificationDecoder,
-    "ssd": SsdDecoder,
-    "yolov5": Yolov5Decoder,
-    "yolov8": Yolov8Decoder,
-    "segmentation": SegmentationDecoder,
+# decoder name -> (module, class, the task kind it produces). Modules load on first use, so a
+# classification bundle never imports the SSD or YOLO code (cold start on a device matters).
+DECODERS: dict[str, tuple[str, str, str]] = {
+    "classification": ("edge_sdk.vision.postprocess.classify", "ClassificationDecoder", "classification"),
+    "ssd": ("edge_sdk.vision.postprocess.ssd", "SsdDecoder", "detection"),
+    "yolov5": ("edge_sdk.vision.postprocess.yolo", "Yolov5Decoder", "detection"),
+    "yolov8": ("edge_sdk.vision.postprocess.yolo", "Yolov8Decoder", "detection"),
+    "segmentation": ("edge_sdk.vision.postprocess.segment", "SegmentationDecoder", "segmentation"),
 }
+
+_LAZY = {
+    "ClassificationDecoder": "edge_sdk.vision.postprocess.classify",
+    "SsdDecoder": "edge_sdk.vision.postprocess.ssd",
+    "generate_anchors": "edge_sdk.vision.postprocess.ssd",
+    "Yolov5Decoder": "edge_sdk.vision.postprocess.yolo",
+    "Yolov8Decoder": "edge_sdk.vision.postprocess.yolo",
+    "SegmentationDecoder": "edge_sdk.vision.postprocess.segment",
+    "mask_to_frame": "edge_sdk.vision.postprocess.segment",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def decoder_class(name: str) -> type:
+    """The decoder class registered under ``name`` (imported on first use)."""
+    try:
+        module, cls, _kind = DECODERS[name]
+    except KeyError:
+        raise EdgeSDKError(f"task.decoder: unknown decoder {name!r}; known decoders: {', '.join(DECODERS)}") from None
+    return getattr(importlib.import_module(module), cls)
 
 # The decoder a task kind gets when the manifest names none. Detection has no
 # default: SSD and YOLO outputs cannot be told apart safely.
@@ -61,7 +85,7 @@ def make_decoder(task: "TaskSpec", labels: Sequence[str], input_size: tuple[int,
     if name is None:
         name = DEFAULT_DECODERS.get(task.kind)
         if name is None:
-            choices = [n for n, c in DECODERS.items() if c.task_kind == task.kind]
+            choices = [n for n, (_m, _c, kind) in DECODERS.items() if kind == task.kind]
             if not choices:
                 raise EdgeSDKError(
                     f"task.kind: no decoder produces {task.kind!r} results; use model.infer() for raw outputs"
@@ -70,9 +94,7 @@ def make_decoder(task: "TaskSpec", labels: Sequence[str], input_size: tuple[int,
                 f"task.decoder: a {task.kind!r} task needs a decoder named in the manifest; "
                 f"choose one of: {', '.join(choices)}"
             )
-    cls = DECODERS.get(name)
-    if cls is None:
-        raise EdgeSDKError(f"task.decoder: unknown decoder {name!r}; known decoders: {', '.join(DECODERS)}")
+    cls = decoder_class(name)
     if cls.task_kind != task.kind:
         raise EdgeSDKError(
             f"task.decoder: decoder {name!r} produces {cls.task_kind} results but task.kind is {task.kind!r}"
@@ -89,6 +111,7 @@ __all__ = [
     "SsdDecoder",
     "Yolov5Decoder",
     "Yolov8Decoder",
+    "decoder_class",
     "dequantize",
     "generate_anchors",
     "make_decoder",
