@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -99,8 +100,10 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
     )
     progress = (lambda name: None) if args.json else (lambda name: step(name))
-    result = package(args.model, args.profile, args.calibration, output=args.output, signing_key=args.key,
-                     options=options, progress=progress)
+    # TensorFlow and Keras print to stdout while converting; keep stdout for our report / JSON.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = package(args.model, args.profile, args.calibration, output=args.output, signing_key=args.key,
+                         options=options, progress=progress)
     if args.json:
         emit_json({"bundle": str(result.path), "report": result.report})
         return 0
