@@ -164,13 +164,13 @@ def fall_detection_postprocess() -> Callable | None:
     """human-fall-detection's own YOLOv8 post-processing, bound to a 640x640 input and 0.25 confidence."""
     if importlib.util.find_spec("fall_detection") is None:
         return None
-    stub = importlib.util.find_spec("ultralytics") is None
-    if stub:  # only its PyTorch path needs ultralytics
+    no_ultralytics = importlib.util.find_spec("ultralytics") is None
+    if no_ultralytics:  # only its PyTorch path needs ultralytics; lend an empty module meanwhile
         sys.modules["ultralytics"] = types.SimpleNamespace(YOLO=None)  # type: ignore[assignment]
     try:
         from fall_detection.detector import FallDetector
     finally:
-        if stub:
+        if no_ultralytics:
             del sys.modules["ultralytics"]
     detector = FallDetector.__new__(FallDetector)
     detector.confidence = 0.25

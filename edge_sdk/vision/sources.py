@@ -24,6 +24,8 @@ OpenCV is imported lazily, inside the functions that need it.
 
 from __future__ import annotations
 
+import abc
+
 import collections
 import glob
 import logging
@@ -203,7 +205,7 @@ def to_bgr(image: object, where: str) -> np.ndarray:
     return out
 
 
-class _SourceBase:
+class _SourceBase(abc.ABC):
     """Counters, the open/closed state, context manager and iteration shared by every source."""
 
     def __init__(self, name: str, live: bool) -> None:
@@ -254,14 +256,17 @@ class _SourceBase:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, live={self.live})"
 
+    @abc.abstractmethod
     def _open(self) -> None:
-        raise NotImplementedError
+        """Acquire the underlying device, file or stream."""
 
+    @abc.abstractmethod
     def _read(self) -> Frame | None:
-        raise NotImplementedError
+        """The next frame, or ``None`` at the end."""
 
+    @abc.abstractmethod
     def _close(self) -> None:
-        raise NotImplementedError
+        """Release what ``_open`` acquired."""
 
 
 # --------------------------------------------------------------------------- images

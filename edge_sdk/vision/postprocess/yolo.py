@@ -25,6 +25,8 @@ pixels (``coordinates: "normalized"`` scales 0..1 outputs by the input size).
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
 
@@ -39,7 +41,7 @@ COORDINATES = ("pixels", "normalized")
 
 
 @dataclass(frozen=True)
-class _YoloDecoder:
+class _YoloDecoder(abc.ABC):
     """What YOLOv5 and YOLOv8 heads share: thresholds, layout and the NMS step."""
 
     task_kind: ClassVar[str] = "detection"
@@ -126,9 +128,9 @@ class _YoloDecoder:
 
     # ------------------------------------------------------------------ decoding
 
+    @abc.abstractmethod
     def candidates(self, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows above ``conf_threshold``, with their score and class (vectorised)."""
-        raise NotImplementedError
 
     def _limit(self, rows: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> tuple:
         if rows.size > self.max_candidates:
