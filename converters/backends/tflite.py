@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator
 
+import numpy as np
+
 from converters.base import ConversionError, Converted, LayerError, QuantRecipe, SourceModel
 from converters.tf_models import import_tensorflow, load_serving_signature, tflite_io, trace_serving_signature
 from edge_sdk.errors import MissingDependencyError
@@ -82,11 +84,16 @@ class TFLiteBackend:
         return _converted(source, model, recipe, details)
 
     def layer_errors(self, source: SourceModel, recipe: QuantRecipe, calibration: "Samples") -> list[LayerError]:
-        """RMSE of each int8 layer's output against float, in quantization steps (``sqrt(MSE) / scale``), worst first.
+        """Per-channel noise-to-signal ratio of each int8 layer's output against float, worst first.
 
-        Layers already in ``recipe.keep_float`` stay float while measuring, so
-        they are not reported. ``name`` is the layer's output tensor name,
-        which ``keep_float`` (``DebugOptions.denylisted_nodes``) accepts.
+        For every output channel: mean((float - dequantized)^2) / mean(float^2),
+        capped at 1, then averaged over channels (the same measure as the ONNX
+        backend). An error in quantization steps (RMSE/scale) would miss the
+        layer that matters most: one whose per-tensor scale is set by an outlier
+        channel has a small error *in its own steps* while every other channel
+        is crushed to a few levels. Layers already in ``recipe.keep_float`` stay
+        float while measuring, so they are not reported. ``name`` is the layer's
+        output tensor name, which ``keep_float`` (``denylisted_nodes``) accepts.
         """
         if source.kind == "tflite":
             raise _cannot_requantize(source, "per-layer quantization errors need the float model")
@@ -100,12 +107,11 @@ class TFLiteBackend:
         debugger.layer_statistics_dump(dump)
         errors = []
         for row in csv.DictReader(io.StringIO(dump.getvalue())):
-            mse, scale = float(row["mean_squared_error"]), float(row["scale"])
-            if not (math.isfinite(mse) and scale > 0):
-                log.warning("%s: no quantization error for %r (mse %s, scale %s)", source.name, row["tensor_name"],
-                            row["mean_squared_error"], row["scale"])
+            nsr = float(row.get("channel_nsr", "nan"))
+            if not math.isfinite(nsr):
+                log.warning("%s: no quantization error for %r", source.name, row["tensor_name"])
                 continue
-            errors.append(LayerError(row["tensor_name"], row["op_name"], math.sqrt(mse) / scale))
+            errors.append(LayerError(row["tensor_name"], row["op_name"], nsr))
         return sorted(errors, key=lambda e: e.error, reverse=True)
 
     def ops(self, model: bytes) -> list[str]:
@@ -224,8 +230,22 @@ def _selective_int8(tf: Any, source: SourceModel, recipe: QuantRecipe, calibrati
         model, _tf_dtype(tf, recipe.input_dtype), _tf_dtype(tf, recipe.output_dtype)))
 
 
+def channel_nsr(float_tensors, quant_tensors, scale: float, zero_point: int) -> float:
+    """Noise-to-signal per output channel (last axis), capped at 1, averaged over the channels that carry signal."""
+    reference = np.concatenate([np.asarray(t, np.float64).reshape(-1, np.shape(t)[-1]) for t in float_tensors])
+    quantized = np.concatenate([np.asarray(t, np.float64).reshape(-1, np.shape(t)[-1]) for t in quant_tensors])
+    dequantized = (quantized - zero_point) * scale
+    signal = np.mean(reference**2, axis=0)
+    noise = np.mean((reference - dequantized) ** 2, axis=0)
+    live = signal > 1e-12
+    if not live.any():
+        return 0.0
+    return float(np.mean(np.minimum(noise[live] / signal[live], 1.0)))
+
+
 def _debugger(tf: Any, source: SourceModel, converter: Any, calibration: "Samples", keep_float: tuple[str, ...]) -> Any:
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(keep_float) or None)
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=list(keep_float) or None, layer_direct_compare_metrics={"channel_nsr": channel_nsr})
     return _run(source, lambda: tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=calibration.batches, debug_options=options))
 
