@@ -70,7 +70,10 @@ def test_demo_runs_end_to_end_and_reuses_its_work(tmp_path):
     assert "built for profile 'generic-x86' but this device is 'raspberry-pi-4'" in first.stdout
     assert "which is not trusted" in first.stdout
     if "onnxruntime not installed" not in first.stdout:
-        assert "ONNX Runtime on the golden input matches the expected output" in first.stdout
+        assert "golden input matches its expected output" in first.stdout
+        run_line = next(line for line in first.stdout.splitlines() if "pipeline over" in line)
+        assert "pipeline over 359 real digit images" in run_line and "0 dropped" in run_line
+        assert float(run_line.split("accuracy ")[1].split("%")[0]) > 90.0
     accuracy = float(first.stdout.split("test accuracy ")[1].split("%")[0])
     assert accuracy > 90.0
     key_before = (work / "keys" / "signing.key").read_bytes()
