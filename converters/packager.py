@@ -21,6 +21,7 @@ import functools
 import io
 import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -154,16 +155,18 @@ def package(
     ctx = _Context(opts, progress or (lambda _name: None))
     device = _load_profile(profile)
     key = _signing_key(signing_key, opts)
-    source = _load_source(ctx, model)
+    loaded = _load_source(ctx, model)
     recipe = recipe_for(device, opts.quantization)
-    spec = _input_spec(source, opts)
-    samples = _load_samples(ctx, calibration, spec, recipe)
-    calib, held_out = samples.split(1.0 - opts.validation_fraction) if samples is not None else (None, None)
-    backend = _backend(device)
-    reference = _convert(ctx, backend, source, QuantRecipe(mode="float32"), None, "convert float reference")
-    target, gate = _gate(ctx, backend, source, recipe, calib, held_out, reference, device, spec)
-    compat = _compatibility(ctx, target, device)
-    return _write(ctx, source, device, spec, target, reference, gate, compat, held_out, key, Path(output))
+    with tempfile.TemporaryDirectory(prefix="edge-sdk-package-") as work:
+        source = _bridge(ctx, loaded, device.runtime.format, Path(work))
+        spec = _input_spec(source, opts, bridged=source is not loaded)
+        samples = _load_samples(ctx, calibration, spec, recipe)
+        calib, held_out = samples.split(1.0 - opts.validation_fraction) if samples is not None else (None, None)
+        backend = _backend(device)
+        reference = _convert(ctx, backend, source, QuantRecipe(mode="float32"), None, "convert float reference")
+        target, gate = _gate(ctx, backend, source, recipe, calib, held_out, reference, device, spec)
+        compat = _compatibility(ctx, target, device)
+        return _write(ctx, loaded, source, device, spec, target, gate, compat, held_out, key, Path(output))
 
 
 def _load_profile(profile: Any):
@@ -194,19 +197,28 @@ def _load_source(ctx: _Context, model: Any) -> SourceModel:
     return load_source(model, ctx.options.input_shape)
 
 
+@step("bridge formats")
+def _bridge(ctx: _Context, source: SourceModel, target_format: str, work: Path) -> SourceModel:
+    """The source made convertible to the profile's format (ONNX -> SavedModel through an isolated onnx2tf)."""
+    from converters.bridges import bridge
+
+    return bridge(source, target_format, work, progress=ctx.progress)
+
+
 def _backend(profile):
     from converters.backends import backend_for
 
     return backend_for(profile.runtime.format)
 
 
-def _input_spec(source: SourceModel, opts: PackageOptions) -> InputSpec:
+def _input_spec(source: SourceModel, opts: PackageOptions, bridged: bool = False) -> InputSpec:
     if len(source.inputs) != 1:
         raise ConversionError(source.name, f"image models have one input; this one has {len(source.inputs)} "
                                            f"({', '.join(i.name for i in source.inputs)})")
     info = source.inputs[0]
     pre = opts.preprocessing
-    layout = pre.layout or ("NCHW" if len(info.shape) == 4 and info.shape[1] in (1, 3) and info.shape[3] not in (1, 3)
+    given = None if bridged else pre.layout  # a bridged ONNX model is NHWC whatever the original was
+    layout = given or ("NCHW" if len(info.shape) == 4 and info.shape[1] in (1, 3) and info.shape[3] not in (1, 3)
                             else "NHWC")
     channels = info.shape[1] if layout == "NCHW" else info.shape[-1]
     color = "GRAY" if channels == 1 else pre.color_order
@@ -296,7 +308,7 @@ def _compatibility(ctx, target: Converted, device):
 
 
 @step("write signed bundle")
-def _write(ctx, source, device, spec, target, reference, gate, compat, held_out, key, output: Path) -> PackageResult:
+def _write(ctx, original, source, device, spec, target, gate, compat, held_out, key, output: Path) -> PackageResult:
     from edge_sdk.bundle.writer import utc_timestamp, write_bundle
 
     opts = ctx.options
@@ -320,12 +332,14 @@ def _write(ctx, source, device, spec, target, reference, gate, compat, held_out,
                             {o.name: f"golden/output_{i}.npy" for i, o in enumerate(target.outputs)},
                             atol=_golden_atol(target), rtol=1e-4)
     compat_dict = compat.to_dict()
-    report = {"source": {"name": source.name, "kind": source.kind}, "profile": device.id,
+    report = {"source": {"name": original.name, "kind": original.kind,
+                         **({"converted_via": source.name} if source is not original else {})},
+              "profile": device.id,
               "recipe": _recipe_dict(target.recipe), "gate": gate, "compatibility": compat_dict,
               "steps": ctx.steps, "converter": dict(target.details)}
     files["report.json"] = json.dumps(report, indent=2, sort_keys=True, default=str).encode()
     manifest = Manifest(
-        name=opts.name or _bundle_name(source.name),
+        name=opts.name or _bundle_name(original.name),
         version=opts.version,
         created=utc_timestamp(),
         profile=device.id,

@@ -172,3 +172,22 @@ def test_cli_package_prints_report_and_json(tmp_path, keys, cnn, calib_dir, caps
     with pytest.raises(SystemExit) as exit_:
         main(["package", str(model_path), "--profile", "raspberry-pi-4", "--input-shape", "1,x"])
     assert exit_.value.code == 2 and "expected a shape" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_onnx_model_packaged_for_a_tflite_profile_through_the_bridge(tmp_path, keys, cnn, split, calib_dir):
+    """An NCHW ONNX CNN -> onnx2tf (isolated tool) -> our TFLite int8 with our calibration -> Raspberry Pi bundle."""
+    import onnx
+
+    from test_bridges import _onnx_from_keras_cnn
+
+    path = tmp_path / "digits_nchw.onnx"
+    onnx.save(_onnx_from_keras_cnn(cnn), str(path))
+    result = package(path, "raspberry-pi-4", calib_dir, output=tmp_path, signing_key=keys.key,
+                     preprocessing=__import__("converters").Preprocessing(layout="NCHW"), **PRE)
+    assert result.manifest.format == "tflite" and result.manifest.name == "digits_nchw"
+    assert result.manifest.inputs[0].layout == "NHWC"
+    assert "onnx2tf" in result.report["source"]["converted_via"]
+    assert result.report["gate"]["passed"]
+    accuracy, golden = _accuracy(result.path, keys.trusted_dir, split)
+    assert accuracy >= 0.9 and golden <= 1.0
