@@ -1,7 +1,7 @@
 """A private Mosquitto broker for tests, independent of the code under test.
 
-Use it from a test module with ``from mqtt_fixtures import mosquitto_broker  # noqa: F401``
-(or list the module in ``pytest_plugins``). The fixture starts ``mosquitto`` on a free
+Use it from a test module with ``from mqtt_fixtures import mosquitto_broker_fixture  # noqa: F401``
+and ask for ``mosquitto_broker`` (or list the module in the root conftest's ``pytest_plugins``). The fixture starts ``mosquitto`` on a free
 loopback port with a temporary config (listener on 127.0.0.1 only, anonymous, no
 persistence) and yields a :class:`MosquittoBroker` with ``host``, ``port``, ``url``
 and ``stop()`` / ``start()`` to take the broker away and bring it back on the same port.
@@ -93,8 +93,8 @@ class MosquittoBroker:
             proc.wait()
 
 
-@pytest.fixture
-def mosquitto_broker(tmp_path_factory):
+@pytest.fixture(name="mosquitto_broker")
+def mosquitto_broker_fixture(tmp_path_factory):
     binary = mosquitto_binary()
     if binary is None:
         pytest.skip("no mosquitto binary on PATH or in /usr/sbin (apt install mosquitto)")

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from mqtt_fixtures import mosquitto_broker  # noqa: F401  (fixture)
+from mqtt_fixtures import mosquitto_broker_fixture  # noqa: F401  (the mosquitto_broker fixture)
 
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.mqtt import (
@@ -110,12 +110,12 @@ def round_trip(url: str, **config) -> None:
             assert pub.publish(f"{topic}/{qos}", payload, qos=qos)
         got = inbox.wait_for(3)
         assert sorted(got) == sorted((f"{topic}/{qos}", p) for qos, p in enumerate(payloads))
-        # retained: a subscriber that arrives later still gets it
+        # retained: a subscriber that arrives later still gets it (pub, which never subscribed to topic/+)
         acked = threading.Event()
         assert pub.publish(f"{topic}/retained", b"kept", retain=True, on_ack=acked.set)
         assert acked.wait(5)
         late = Inbox()
-        sub.subscribe(f"{topic}/retained", late)
+        pub.subscribe(f"{topic}/retained", late)
         assert late.wait_for(1) == [(f"{topic}/retained", b"kept")]
         assert pub.publish(f"{topic}/retained", b"", retain=True)  # clear it again
         assert pub.flush(5)
@@ -129,7 +129,7 @@ def test_config_from_url_reads_every_part():
     assert (c.host, c.port, c.tls, c.username, c.password) == ("broker.local", 1884, False, "dev@acme", "s3cr/t")
     assert (c.keepalive, c.prefix, c.protocol, c.max_inflight, c.max_queued) == (10, "acme/edge", "3.1.1", 20, 1000)
     assert (c.reconnect_min, c.reconnect_max) == (1.0, 60.0)
-    assert "s3cr" not in repr(c) and c.url == "mqtt://dev@acme@broker.local:1884"
+    assert "s3cr" not in repr(c) and c.url == "mqtt://dev%40acme@broker.local:1884"
     s = MqttConfig.from_url("mqtts://[::1]", protocol="5")
     assert (s.host, s.port, s.tls, s.protocol, s.url) == ("::1", 8883, True, "5", "mqtts://[::1]:8883")
     assert MqttConfig.from_url("mqtt://h").port == 1883
@@ -267,7 +267,7 @@ def test_every_schema_round_trips(message):
 def test_decode_dispatches_on_topic_kind():
     t = Topics()
     job = sample_messages()[4]
-    kind, group = t.parse(t.group_ota_job("lobby"))
+    kind, _group = t.parse(t.group_ota_job("lobby"))
     assert decode(kind, job.to_payload()) == job
     chunk = sample_messages()[-1]
     assert decode(t.parse(t.ota_chunk_data("cam-1")).kind, chunk.to_payload()) == chunk
@@ -578,7 +578,7 @@ def test_last_will_publishes_retained_offline_status(mosquitto_broker, tmp_path,
     late = Inbox()
     with MqttClient(fast_config(mosquitto_broker.url)) as newcomer:  # retained: a newcomer sees it too
         newcomer.subscribe(topics.status(device), late)
-        (topic, payload), = late.wait_for(1)
+        ((_topic, payload),) = late.wait_for(1)
         assert Status.from_payload(payload).state == "offline" and Status.from_payload(payload).device_id == device
 
 
@@ -597,35 +597,31 @@ def embedded_round_trip(broker: EmbeddedBroker) -> None:
         assert inbox.wait_for(1) == [(topic, b"hello")] and acked.wait(5)
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
+def nobody_listens(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return False
-    return True
+    except ConnectionRefusedError:
+        return True
 
 
 def test_embedded_broker_mosquitto_starts_serves_and_stops():
-    from mqtt_fixtures import mosquitto_binary
-
-    if mosquitto_binary() is None:
-        pytest.skip("no mosquitto binary installed")
+    needs_engine("mosquitto")
     broker = EmbeddedBroker(port=0, engine="mosquitto")
     with broker:
         assert broker.kind == "mosquitto" and broker.running and broker.port > 0
         embedded_round_trip(broker)
-    assert not broker.running and wait_until(lambda: port_is_free(broker.port), 5)
+    assert not broker.running and wait_until(lambda: nobody_listens(broker.port), 5)
 
 
 def test_embedded_broker_python_starts_serves_and_stops():
-    pytest.importorskip("amqtt", reason="the python engine needs amqtt (pip install amqtt)")
+    needs_engine("python")
     before = {t.name for t in threading.enumerate()}
     broker = EmbeddedBroker(port=0, engine="python")
     with broker:
         assert broker.kind == "amqtt" and broker.running
         embedded_round_trip(broker)
-    assert not broker.running and port_is_free(broker.port)
+    assert not broker.running and nobody_listens(broker.port)
     assert {t.name for t in threading.enumerate()} - before == set()
 
 
@@ -649,22 +645,31 @@ sys.exit(args.func(args))
 """
 
 
-def test_cli_broker_prints_the_url_and_stops_on_ctrl_c():
-    engine = "python"
-    try:
-        import amqtt  # noqa: F401
-    except ImportError:
-        engine = "auto"
+def needs_engine(engine: str) -> None:
+    from mqtt_fixtures import mosquitto_binary
+
+    if engine == "mosquitto" and mosquitto_binary() is None:
+        pytest.skip("no mosquitto binary installed")
+    if engine == "python":
+        pytest.importorskip("amqtt", reason="the python engine needs amqtt (pip install amqtt)")
+
+
+@pytest.mark.parametrize("engine", ["mosquitto", "python"])
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_cli_broker_prints_the_url_and_stops_cleanly(engine, stop_signal, tmp_path):
+    needs_engine(engine)
     proc = subprocess.Popen([sys.executable, "-c", CLI, "broker", "--port", "0", "--engine", engine],
-                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            env=dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tmp_path)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("mqtt://127.0.0.1:")
         with MqttClient(fast_config(url)) as client:
             assert client.wait_connected(5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         assert proc.wait(10) == 0
+        assert wait_until(lambda: nobody_listens(int(url.rsplit(":", 1)[1])), 5), "the broker outlived the command"
+        assert list(tmp_path.iterdir()) == []  # the temporary broker config is gone
     finally:
         proc.kill()
         proc.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -26,17 +27,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge_sdk.mqtt.broker import EmbeddedBroker
 
-    with EmbeddedBroker(port=args.port, engine=args.engine) as broker:
-        print(broker.url, flush=True)
-        step(f"{broker.kind} broker listening on {broker.url}; press Ctrl-C to stop")
-        try:
-            while broker.running:
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            step("stopping")
-            return 0
+    # `kill` and service managers send SIGTERM: stop the broker as for Ctrl-C instead of orphaning it.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with EmbeddedBroker(port=args.port, engine=args.engine) as broker:
+            print(broker.url, flush=True)
+            step(f"{broker.kind} broker listening on {broker.url}; press Ctrl-C to stop")
+            try:
+                while broker.running:
+                    time.sleep(0.2)
+            except KeyboardInterrupt:
+                step("stopping")
+                return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"edge-sdk: error: the {broker.kind} broker stopped unexpectedly", file=sys.stderr)
     return 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _port(text: str) -> int:

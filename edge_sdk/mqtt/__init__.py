@@ -2,12 +2,16 @@
 
 ::
 
+    import time
     from edge_sdk.mqtt import MqttClient, MqttConfig, Status
 
     config = MqttConfig.from_url("mqtt://127.0.0.1:1883")
-    with MqttClient(config) as client:
-        client.wait_connected(5)
-        client.publish(config.topics.status("cam-1"), status.to_payload(), retain=True)
+    topic = config.topics.status("cam-1")
+    offline = Status("offline", "cam-1", "raspberry-pi-4", None, "0.1.0", time.time())
+    with MqttClient(config, will=(topic, offline.to_payload(), 1, True)) as client:
+        client.subscribe(config.topics.ota_job("cam-1"), lambda topic, payload: ...)
+        online = Status("online", "cam-1", "raspberry-pi-4", None, "0.1.0", time.time())
+        client.publish(topic, online.to_payload(), retain=True)
 
 The broker (:mod:`edge_sdk.mqtt.broker`) is imported on demand, not here.
 """

@@ -131,16 +131,14 @@ class _MosquittoBackend:
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
         )
-        log = open(self._dir / "mosquitto.log", "wb")
         try:
-            # Own session: Ctrl-C in a terminal reaches us, and we stop mosquitto in order.
-            self._proc = subprocess.Popen([str(self._binary), "-c", str(conf)], stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            with open(self._dir / "mosquitto.log", "wb") as log:
+                # Own session: Ctrl-C in a terminal reaches us, and we stop mosquitto in order.
+                self._proc = subprocess.Popen([str(self._binary), "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
             self._cleanup()
             raise MqttError(f"cannot run {str(self._binary)!r}: {exc}") from exc
-        finally:
-            log.close()
         try:
             _wait_listening(host, port, self.alive, time.monotonic() + START_TIMEOUT_S)
         except MqttError as exc:
@@ -228,7 +226,8 @@ class _AmqttBackend:
             self._thread.join()
             self._thread = None
             raise MqttError(f"the amqtt broker failed to start on {bind}: {self._error}") from self._error
-        _wait_listening(host, port, self.alive, time.monotonic() + START_TIMEOUT_S)
+        # Broker.start() returns once its server listens. (No probe connection: amqtt would keep that
+        # half-open session until shutdown and then leak its transport.)
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -241,7 +240,7 @@ class _AmqttBackend:
         if broker is not None and thread.is_alive():
             try:
                 asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(10)
-            except Exception:  # noqa: BLE001 - stop anyway
+            except Exception:  # stop anyway
                 logger.exception("the amqtt broker did not shut down cleanly")
             loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
@@ -256,6 +255,7 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
     if tasks:
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(loop.shutdown_default_executor())
     loop.close()
 
 

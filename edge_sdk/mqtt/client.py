@@ -27,10 +27,11 @@ import logging
 import queue
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable
-from urllib.parse import unquote, urlsplit
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -56,7 +57,7 @@ def backoff_delay(attempt: int, minimum: float, maximum: float, rng: random.Rand
     that lost the same broker spread their retries instead of arriving together.
     """
     ceiling = min(maximum, minimum * 2.0 ** (min(attempt, 62) + 1))
-    return ceiling
+    return (rng or random).uniform(minimum, ceiling) if ceiling > minimum else minimum
 
 
 @dataclass(frozen=True)
@@ -119,13 +120,13 @@ class MqttConfig:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise MqttError(f"unknown MQTT option {unknown[0]!r}; known options: {', '.join(sorted(known))}")
-        values: dict[str, Any] = dict(
-            host=parts.hostname,
-            port=default_port if port is None else port,
-            tls=tls,
-            username=unquote(parts.username) if parts.username is not None else None,
-            password=unquote(parts.password) if parts.password is not None else None,
-        )
+        values: dict[str, Any] = {
+            "host": parts.hostname,
+            "port": default_port if port is None else port,
+            "tls": tls,
+            "username": unquote(parts.username) if parts.username is not None else None,
+            "password": unquote(parts.password) if parts.password is not None else None,
+        }
         values.update(overrides)
         return cls(**values)
 
@@ -133,7 +134,7 @@ class MqttConfig:
     def url(self) -> str:
         """The broker URL, without the password."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        user = f"{self.username}@" if self.username else ""
+        user = f"{quote(self.username, safe='')}@" if self.username else ""
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{host}:{self.port}"
 
     @property
@@ -278,9 +279,9 @@ class MqttClient:
             self._state = "closed"
         if started:
             self._paho.disconnect()
-            self._paho.loop_stop()
+            self._paho.loop_stop()  # joins paho's thread (paho skips the join when called from a callback)
             self._acks.put(_STOP)
-            if self._ack_thread is not None:
+            if self._ack_thread is not None and self._ack_thread is not threading.current_thread():
                 self._ack_thread.join()
         self._connected.clear()
         logger.info("closed connection to %s", self.config.url)
@@ -387,7 +388,11 @@ class MqttClient:
                 self._paho.unsubscribe(topic_filter)
 
     def add_connect_listener(self, fn: Callable[[], None]) -> None:
-        """Call ``fn()`` on paho's thread after every successful (re)connect, once subscriptions are renewed."""
+        """Call ``fn()`` on paho's thread after every successful (re)connect.
+
+        The subscriptions' SUBSCRIBE packets are already queued by then, so the
+        broker handles them before anything ``fn`` publishes.
+        """
         with self._lock:
             self._listeners.append(fn)
 
