@@ -1,8 +1,9 @@
 """Device telemetry: health metrics, a durable SQLite outbox in front of MQTT, and the reporter thread.
 
-``import edge_sdk.telemetry`` loads only the standard library and the wire
-schemas of ``edge_sdk.mqtt``; the MQTT client is the caller's, and the reporter
-reads the pipeline only through the stats snapshot function it is given.
+``import edge_sdk.telemetry`` loads the standard library and ``edge_sdk.mqtt``
+(its wire schemas and topics; paho comes with it), never numpy or OpenCV. The
+MQTT client is the caller's, and the reporter reads the pipeline only through
+the stats snapshot function it is given.
 """
 
 from edge_sdk.telemetry.metrics import DeviceHealth, HealthSample

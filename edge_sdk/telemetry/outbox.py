@@ -25,14 +25,16 @@ setting in SQLite):
 * Deletes (acks) and the ``attempts`` bookkeeping commit on a second
   connection with ``synchronous=NORMAL``: still atomic and safe against a
   process kill, but a power cut may forget the last deletes, which only means
-  those messages are sent once more. Acks arrive on paho's network thread
-  *while paho holds its outgoing-message lock*, so an fsync there would stall
-  every publish; without it an ack costs tens of microseconds.
+  those messages are sent once more. Acks arrive one after another on the
+  client's thread (``MqttClient``'s ack thread; with a bare paho client,
+  paho's network thread while it holds its outgoing-message lock), so an
+  fsync per ack would hold back every later ack, and a drained backlog would
+  cost one fsync per message; without it an ack costs tens of microseconds.
 
 One Python lock guards both connections and the in-memory in-flight marks, so
 the connections never contend inside SQLite. :meth:`pump` never calls the
-publisher while holding that lock: paho calls ``on_ack`` with its own lock
-held, and ``publish`` takes that lock too.
+publisher while holding that lock, so a client may call ``on_ack`` with its
+own locks held (paho does) without a lock-order deadlock.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class Publisher(Protocol):
     ) -> bool:
         """Queue one message; ``on_ack`` is called (from any thread) once the broker acknowledged it.
 
-        Returns False when the message could not be queued (not connected, queue full).
+        Returns False when the message could not be queued (client closed, its queue full).
         """
         ...
 
@@ -154,16 +156,18 @@ class Outbox:
             self._put_db = self._connect("FULL")
             self._ack_db = self._connect("NORMAL")
             self._init_schema()
+            self._count = self._put_db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+            # A copy of the persisted counter, so that take_dropped() costs no transaction while nothing is dropped.
+            self._dropped = self._put_db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()[0]
         except sqlite3.Error as exc:
             self._close_connections()
             self._lock_file.close()
             raise EdgeSDKError(f"{str(self.path)!r}: cannot open the telemetry outbox: {exc}; "
                                "move the file aside to start with an empty outbox") from exc
-        self._count = self._put_db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions, every BEGIN/COMMIT is ours.
-        # check_same_thread=False: acks arrive on paho's thread; self._lock serialises every use.
+        # check_same_thread=False: acks arrive on the client's thread; self._lock serialises every use.
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
@@ -201,8 +205,13 @@ class Outbox:
         if qos not in (1, 2):
             raise EdgeSDKError(f"the outbox keeps a message until the broker acknowledges it, which QoS 0 "
                                f"never does; use qos=1 or 2, got {qos!r}")
-        if not message_id:
+        if not message_id or not isinstance(message_id, str):
             raise EdgeSDKError(f"message_id must be a non-empty string, got {message_id!r}")
+        # Checked here, not at publish time: a message the client refuses would block the queue behind it.
+        if (not isinstance(topic, str) or not topic or "+" in topic or "#" in topic or "\0" in topic
+                or len(topic.encode()) > 65535):
+            raise EdgeSDKError(f"cannot publish to topic {topic!r}: expected 1 to 65535 bytes without "
+                               "'+', '#' or NUL")
         with self._lock:
             self._check_open()
             db = self._put_db
@@ -224,6 +233,7 @@ class Outbox:
                     db.execute("ROLLBACK")
                 raise
             self._count += 1 - dropped
+            self._dropped += dropped
         if dropped:
             log.warning("telemetry outbox %s is full (%d messages): dropped the %d oldest",
                         self.path, self.max_messages, dropped)
@@ -247,17 +257,10 @@ class Outbox:
         """How many messages were dropped because the outbox was full since the last call; resets to 0."""
         with self._lock:
             self._check_open()
-            db = self._put_db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                (value,) = db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
-                if value:
-                    db.execute("UPDATE counters SET value = 0 WHERE name = 'dropped'")
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+            value = self._dropped
+            if value:
+                self._put_db.execute("UPDATE counters SET value = 0 WHERE name = 'dropped'")
+                self._dropped = 0
             return value
 
     # -- sending --------------------------------------------------------------------
@@ -328,7 +331,7 @@ class Outbox:
                 del self._in_flight[seq]
 
     def _acked(self, seq: int) -> None:
-        """``on_ack`` of one publish, on the client's network thread: the broker has the message, delete it."""
+        """``on_ack`` of one publish, on the client's thread: the broker has the message, delete it."""
         with self._lock:
             if self._closed:  # the row stays and is sent again by the next process: a duplicate, never a loss
                 return
@@ -344,7 +347,7 @@ class Outbox:
         for listener in listeners:
             try:
                 listener()
-            except Exception:  # a listener's bug must not reach paho's network loop
+            except Exception:  # a listener's bug must not reach the client's thread
                 log.exception("outbox ack listener %r failed", listener)
 
     def reset_in_flight(self) -> int:
@@ -364,7 +367,7 @@ class Outbox:
             return count
 
     def add_ack_listener(self, listener: Callable[[], None]) -> None:
-        """Call ``listener()`` after every acknowledged message (on the client's network thread; keep it short)."""
+        """Call ``listener()`` after every acknowledged message (on the client's thread; keep it short)."""
         with self._lock:
             self._ack_listeners.append(listener)
 

@@ -8,9 +8,12 @@ the window and puts it into the durable :class:`~edge_sdk.telemetry.outbox.Outbo
 then pumps the outbox into the MQTT client.
 
 Between reports the thread also pumps when the client (re)connects (the
-connect listener resets the outbox's in-flight marks and wakes the thread)
-and after acks while a backlog drains, so a day of telemetry stored during an
-outage goes out at the broker's pace, not one window per interval.
+connect listener wakes it, and it resets the outbox's in-flight marks before
+pumping) and after every ack, so a day of telemetry stored during an outage
+goes out at the broker's pace, not one window per interval. While the client
+is disconnected nothing is pumped: the messages wait on disk, not in paho's
+memory. The listeners only set events; every SQLite access of the reporter
+happens on its own thread.
 
 The message is :class:`edge_sdk.mqtt.schemas.Telemetry` (``"schema": 1``,
 validated before it is stored): ``message_id`` is a fresh UUID stored with
@@ -41,10 +44,14 @@ from edge_sdk.telemetry.outbox import Outbox, Publisher
 
 log = logging.getLogger(__name__)
 
-class ConnectingPublisher(Publisher, Protocol):
-    """A publisher that also tells when it (re)connected (``edge_sdk.mqtt.MqttClient`` is one)."""
 
-    def add_connect_listener(self, listener: Callable[..., None]) -> None: ...
+class ConnectingPublisher(Publisher, Protocol):
+    """A publisher that also tells whether and when it (re)connected (``edge_sdk.mqtt.MqttClient`` is one)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def add_connect_listener(self, listener: Callable[[], None]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,7 @@ def _finite(value: float | None, digits: int) -> float | None:
     return round(float(value), digits)
 
 
-def window_fields(before: _Counters | None, after: _Counters, snapshot: dict, default_window: float) -> dict:
+def _window_fields(before: _Counters | None, after: _Counters, snapshot: dict, default_window: float) -> dict:
     """The pipeline part of one message: counters diffed over the window, latency as the snapshot has it."""
     if before is None:  # no baseline (the stats function failed at start): count from the pipeline's start
         frames, dropped, errors = after.frames, after.dropped, after.errors
@@ -121,6 +128,9 @@ class TelemetryReporter:
     ) -> None:
         if not interval_s > 0:
             raise EdgeSDKError(f"interval_s must be > 0, got {interval_s!r}")
+        if qos not in (1, 2):
+            raise EdgeSDKError(f"telemetry goes through the outbox, which needs acknowledged delivery: "
+                               f"qos must be 1 or 2, got {qos!r}")
         self.device_id = device_id
         self.topic = Topics(topic_prefix).telemetry(device_id)  # validates the id and the prefix
         self.interval_s = float(interval_s)
@@ -131,11 +141,13 @@ class TelemetryReporter:
         self._health = health if health is not None else DeviceHealth(outbox.path.parent)
         self._qos = qos
         self._max_in_flight = max_in_flight
-        self._build_lock = threading.Lock()  # report_now() may be called from outside the thread
+        self._report_lock = threading.Lock()  # report_now() may also be called from outside the thread
         self._seq = 0
+        self._drops_to_report = 0
         self._previous: _Counters | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._reconnected = threading.Event()
         self._thread: threading.Thread | None = None
         self._listening = False
         self.reports = 0  # messages put into the outbox
@@ -177,10 +189,10 @@ class TelemetryReporter:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    # -- listeners (on the client's network thread: no I/O beyond the outbox's in-memory reset) ---
+    # -- listeners (on the client's threads: they only set flags, the reporter's thread does the work) ---
 
-    def _on_connect(self, *args, **kwargs) -> None:
-        self._outbox.reset_in_flight()
+    def _on_connect(self) -> None:
+        self._reconnected.set()
         self._wake.set()
 
     def _on_ack(self) -> None:
@@ -212,16 +224,18 @@ class TelemetryReporter:
 
     def _pump(self) -> None:
         try:
-            self._outbox.pump(self._publisher, self._max_in_flight)
+            if self._reconnected.is_set():  # acks for publishes on the old connection may never come
+                self._reconnected.clear()
+                self._outbox.reset_in_flight()
+            # While disconnected the client would only pile messages up in memory (and resend them itself
+            # on reconnect, next to the outbox's own resend): leave them on disk until it is back.
+            if self._publisher.connected:
+                self._outbox.pump(self._publisher, self._max_in_flight)
         except Exception:  # the broker or the disk is away; the next wake-up tries again
             log.exception("cannot pump the telemetry outbox")
 
-    def build_message(self) -> tuple[str, bytes] | None:
-        """Read the stats and the health once and return ``(message_id, payload)`` for the window since the last call."""
-        with self._build_lock:
-            return self._build_message()
-
     def _build_message(self) -> tuple[str, bytes] | None:
+        """``(message_id, payload)`` of the window since the previous call; reads the stats and health once."""
         at = time.monotonic()
         try:
             snapshot = self._stats_fn()
@@ -229,9 +243,10 @@ class TelemetryReporter:
             log.exception("pipeline_stats_fn failed; skipping this telemetry window")
             return None
         counters = _Counters.from_snapshot(snapshot, at)
-        window = window_fields(self._previous, counters, snapshot, self.interval_s)
+        window = _window_fields(self._previous, counters, snapshot, self.interval_s)
         self._previous = counters
         health = self._health.sample()
+        self._drops_to_report += self._outbox.take_dropped()  # cleared only once a message carrying them is stored
         message = Telemetry(
             device_id=self.device_id,
             seq=self._seq,
@@ -243,7 +258,7 @@ class TelemetryReporter:
             disk_free_bytes=health.disk_free_bytes,
             temperature_c=_finite(health.temperature_c, 2),
             model_version=self._model_version(),
-            outbox_dropped=self._outbox.take_dropped(),
+            outbox_dropped=self._drops_to_report,
             **window,
         )
         payload = message.to_payload()  # validates: a message the fleet would refuse is never stored
@@ -252,19 +267,21 @@ class TelemetryReporter:
 
     def report_now(self) -> bool:
         """Build the current window's message and put it into the outbox (does not pump); False on failure."""
-        try:
-            built = self.build_message()
-            if built is None:
+        with self._report_lock:
+            try:
+                built = self._build_message()
+                if built is None:
+                    self.failures += 1
+                    return False
+                message_id, payload = built
+                self._outbox.put(self.topic, payload, message_id, qos=self._qos)
+                self._drops_to_report = 0
+            except Exception:
                 self.failures += 1
+                log.exception("cannot store a telemetry message")
                 return False
-            message_id, payload = built
-            self._outbox.put(self.topic, payload, message_id, qos=self._qos)
-        except Exception:
-            self.failures += 1
-            log.exception("cannot store a telemetry message")
-            return False
-        self.reports += 1
-        return True
+            self.reports += 1
+            return True
 
     def _model_version(self) -> str | None:
         if self._model_version_fn is None:
