@@ -27,6 +27,8 @@ rest   data                    1 byte to 1 MiB
 
 from __future__ import annotations
 
+import abc
+
 import hashlib
 import json
 import math
@@ -90,7 +92,7 @@ def _finite(value: float) -> bool:
 _M = TypeVar("_M", bound="_JsonMessage")
 
 
-class _JsonMessage:
+class _JsonMessage(abc.ABC):
     """The shared framing of the JSON messages: size cap, schema version, type, strict fields."""
 
     TYPE: ClassVar[str]
@@ -115,8 +117,9 @@ class _JsonMessage:
         return asdict(self)  # type: ignore[call-overload]
 
     @classmethod
+    @abc.abstractmethod
     def _from_fields(cls: type[_M], f: Fields) -> _M:
-        raise NotImplementedError
+        """Read this message type's fields from the validated JSON object."""
 
 
 def _fail_for(message_type: str):
