@@ -97,24 +97,18 @@ class Runner:
         self._input: TensorInfo = self.engine.inputs[0]
         self._outputs = self.engine.outputs
 
+    def feed(self, tensor: np.ndarray) -> np.ndarray:
+        """A float input tensor as the engine takes it (quantized when the model has integer input)."""
+        return self._input.quantize(tensor)
+
+    def run_raw(self, tensor: np.ndarray) -> list[np.ndarray]:
+        return self.engine.run({self._input.name: self.feed(tensor)})
+
     def __call__(self, tensor: np.ndarray) -> list[np.ndarray]:
-        info = self._input
-        if info.dtype in ("int8", "uint8"):
-            limits = np.iinfo(info.dtype)
-            tensor = np.clip(np.rint(tensor / info.scale + info.zero_point), limits.min, limits.max).astype(info.dtype)
-        elif info.dtype != str(tensor.dtype):
-            tensor = tensor.astype(info.dtype)
-        raw = self.engine.run({info.name: tensor})
-        return [_dequantize(value, out) for value, out in zip(raw, self._outputs)]
+        return [out.dequantize(value) for value, out in zip(self.run_raw(tensor), self._outputs)]
 
     def close(self) -> None:
         self.engine.close()
-
-
-def _dequantize(value: np.ndarray, info: TensorInfo) -> np.ndarray:
-    if info.quantized:
-        return (value.astype(np.float32) - np.float32(info.zero_point or 0)) * np.float32(info.scale)
-    return value.astype(np.float32, copy=False)
 
 
 def validate(

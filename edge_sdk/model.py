@@ -70,7 +70,7 @@ class Model:
         self.labels = self._labels()
         self.last_times = StageTimes()
         self._output_order = self._match_outputs()
-        self._dequant = [self._quantization(i) for i in self._output_order]
+        self._output_infos = [self.engine.outputs[i] for i in self._output_order]
         self._preprocess: PreprocessConfig | None = None
         self._decoder = None
         if self.manifest.task.kind != "raw" and len(self.manifest.inputs) == 1:
@@ -125,12 +125,6 @@ class Model:
             )
         return list(range(len(engine_names)))
 
-    def _quantization(self, engine_index: int) -> tuple[float, int] | None:
-        info: TensorInfo = self.engine.outputs[engine_index]
-        if info.quantized:
-            return info.scale, info.zero_point or 0
-        return None
-
     # -- properties ----------------------------------------------------------
 
     @property
@@ -176,7 +170,7 @@ class Model:
     def run_prepared(self, tensor: np.ndarray) -> list[np.ndarray]:
         """Run the engine on a prepared input tensor; dequantized float outputs in manifest order."""
         outputs = self.engine.run({self.engine.inputs[0].name: tensor})
-        return [self._dequantize(outputs[i], q) for i, q in zip(self._output_order, self._dequant)]
+        return [info.dequantize(outputs[i]) for i, info in zip(self._output_order, self._output_infos)]
 
     def decode(self, outputs: Sequence[np.ndarray], transforms: Sequence[FrameTransform]) -> list[Prediction]:
         """Decode a batch of dequantized outputs into one :class:`Prediction` per frame."""
@@ -242,13 +236,6 @@ class Model:
                 f"{len(self.manifest.inputs)} input(s); use model.infer() for raw tensors"
             )
         return self._preprocess
-
-    @staticmethod
-    def _dequantize(value: np.ndarray, quant: tuple[float, int] | None) -> np.ndarray:
-        if quant is None:
-            return value.astype(np.float32, copy=False)
-        scale, zero_point = quant
-        return (value.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
 
     def _decode_one(self, sample: list[np.ndarray], transform: FrameTransform, batch_outputs) -> Prediction:
         kind = self.manifest.task.kind

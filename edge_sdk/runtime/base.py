@@ -27,6 +27,20 @@ class TensorInfo:
     def quantized(self) -> bool:
         return self.scale is not None and self.scale > 0
 
+    def quantize(self, real: np.ndarray) -> np.ndarray:
+        """Real values -> this tensor's dtype (``round(real / scale + zero_point)``, saturated) when it is integer."""
+        if self.dtype in ("int8", "uint8", "int16") and self.quantized:
+            limits = np.iinfo(self.dtype)
+            q = np.rint(real / np.float32(self.scale) + np.float32(self.zero_point or 0))
+            return np.clip(q, limits.min, limits.max).astype(self.dtype)
+        return real.astype(self.dtype, copy=False)
+
+    def dequantize(self, values: np.ndarray) -> np.ndarray:
+        """This tensor's values as float32 reals (``scale * (q - zero_point)`` when quantized)."""
+        if self.quantized:
+            return (values.astype(np.float32) - np.float32(self.zero_point or 0)) * np.float32(self.scale)
+        return values.astype(np.float32, copy=False)
+
 
 def default_cache_dir() -> Path:
     """Where engines keep build caches (TensorRT engines, optimised graphs)."""
