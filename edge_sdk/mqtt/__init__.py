@@ -35,6 +35,7 @@ from edge_sdk.mqtt.schemas import (
     Status,
     Telemetry,
     decode,
+    rollback_statement,
 )
 from edge_sdk.mqtt.topics import KINDS, MqttError, ParsedTopic, TopicError, Topics, validate_id
 
@@ -64,5 +65,6 @@ __all__ = [
     "Topics",
     "backoff_delay",
     "decode",
+    "rollback_statement",
     "validate_id",
 ]

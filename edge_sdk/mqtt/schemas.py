@@ -224,10 +224,21 @@ class Status(_JsonMessage):
     model: ModelRef | None
     sdk_version: str
     timestamp: float
+    groups: tuple[str, ...] = ()
+
+    MAX_GROUPS: ClassVar[int] = 32
 
     @classmethod
     def _from_fields(cls, f: Fields) -> Status:
         model = f.object("model", None)
+        groups = f.str_tuple("groups", ())
+        if len(groups) > cls.MAX_GROUPS:
+            f.fail("groups", f"at most {cls.MAX_GROUPS} groups, got {len(groups)}")
+        for i, group in enumerate(groups):
+            try:
+                validate_id(group, "group id")
+            except TopicError as exc:
+                f.fail(f"groups[{i}]", str(exc))
         return cls(
             state=f.choice("state", cls.STATES),
             device_id=_id(f, "device_id", "device id"),
@@ -235,6 +246,7 @@ class Status(_JsonMessage):
             model=ModelRef._read(model) if model is not None else None,
             sdk_version=_text(f, "sdk_version", 64),
             timestamp=_timestamp(f, "timestamp"),
+            groups=tuple(groups),
         )
 
 
@@ -335,7 +347,10 @@ class OtaJob(_JsonMessage):
 
     ``url`` is an ``http(s)://`` address of the bundle, or ``"mqtt-chunks"`` to
     fetch it through the chunk topics. ``rollback`` allows installing an older
-    version (a signed rollback); without it versions only go forward.
+    version; a device accepts it only with ``rollback_signature``, a bundle
+    ``signature`` document (see :mod:`edge_sdk.bundle.signing`) by a key it
+    trusts over :func:`rollback_statement` of the job. Without it versions only
+    go forward.
     """
 
     TYPE: ClassVar[str] = "ota_job"
@@ -345,6 +360,7 @@ class OtaJob(_JsonMessage):
     url: str
     rollback: bool
     issued_at: float
+    rollback_signature: str | None = None
 
     @classmethod
     def _from_fields(cls, f: Fields) -> OtaJob:
@@ -360,7 +376,14 @@ class OtaJob(_JsonMessage):
             url=url,
             rollback=f.bool("rollback"),
             issued_at=_timestamp(f, "issued_at"),
+            rollback_signature=_optional_text(f, "rollback_signature", 1024),
         )
+
+
+def rollback_statement(job_id: str, bundle: BundleRef) -> bytes:
+    """The bytes a rollback signature covers: the job, and exactly which bundle it may install."""
+    return "\n".join(("edge-sdk rollback v1", job_id, bundle.name, bundle.version, bundle.sha256,
+                      bundle.profile)).encode("utf-8")
 
 
 @dataclass(frozen=True)

@@ -198,6 +198,10 @@ class TelemetryReporter:
     def _on_ack(self) -> None:
         self._wake.set()
 
+    def wake(self) -> None:
+        """Pump the outbox now (something else, e.g. an OTA progress message, was just put into it)."""
+        self._wake.set()
+
     # -- the thread -----------------------------------------------------------------
 
     def _run(self) -> None:
