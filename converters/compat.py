@@ -29,7 +29,10 @@ What is checked, all driven by the profile:
   Micro code against the flash. Peak activation memory against RAM: on a
   microcontroller the tensor arena must fit in the internal SRAM
   (``memory.ram_bytes``) or, when the board has external RAM, in SRAM + external
-  RAM (then only a warning says it must go to the slower external RAM); on an OS
+  RAM (then only a warning says it must go to the slower external RAM). Given a
+  measured arena (``arena_bytes``, from :mod:`firmware_tools.arena`), that check
+  uses the measured arena plus :data:`MCU_HEADROOM_BYTES` of stack and heap
+  instead of the activation estimate. On an OS
   device the model (loaded or mapped into RAM) plus the activations against
   ``memory.ram_bytes``. Weight bytes against the accelerator's
   ``parameter_cache_bytes``: exceeding it is a warning (weights then stream
@@ -82,6 +85,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TFLM_RUNTIME_BYTES",
+    "MCU_HEADROOM_BYTES",
     "EDGETPU_COMPILER_TIMEOUT_S",
     "OpUse",
     "FitCheck",
@@ -103,6 +107,10 @@ log = logging.getLogger(__name__)
 #: interpreter, the op resolver and the kernels of a typical vision model (roughly 50-150 KB
 #: with optimized kernels); an assumption, not a measurement of your firmware.
 TFLM_RUNTIME_BYTES = 100 * 1024
+
+#: RAM a microcontroller needs beside the tensor arena: the main and interrupt stacks, the C heap
+#: and the RTOS's own structures (an assumption to override, not a measurement of your firmware).
+MCU_HEADROOM_BYTES = 32 * 1024
 
 #: How long ``edgetpu_compiler`` may take (it gives itself 180 s by default).
 EDGETPU_COMPILER_TIMEOUT_S = 300.0
@@ -635,11 +643,14 @@ PARSERS: Mapping[str, Callable[[bytes], ModelGraph]] = {
 # --------------------------------------------------------------------------- analysis
 
 
-def analyze(model: bytes, format: str, profile: DeviceProfile, *, work_dir: Path | None = None) -> CompatReport:
+def analyze(model: bytes, format: str, profile: DeviceProfile, *, work_dir: Path | None = None,
+            arena_bytes: int | None = None, headroom_bytes: int = MCU_HEADROOM_BYTES) -> CompatReport:
     """Analyse ``model`` (bytes in ``format``) against ``profile``.
 
     ``work_dir`` is where ``edgetpu_compiler`` writes its output on an Edge TPU
     profile (a temporary directory, removed afterwards, when None).
+    ``arena_bytes`` is a measured TFLite Micro tensor arena: on a microcontroller the
+    RAM checks then use it plus ``headroom_bytes`` instead of the activation estimate.
     """
     try:
         parse = PARSERS[format]
@@ -660,7 +671,7 @@ def analyze(model: bytes, format: str, profile: DeviceProfile, *, work_dir: Path
 
     macs = sum(n.macs for n in graph.nodes + graph.nested)
     peak = _peak_activation_bytes(graph)
-    fits = _fits(len(model), peak, graph.param_bytes, profile)
+    fits = _fits(len(model), peak, graph.param_bytes, profile, arena_bytes, headroom_bytes)
     for fit, advice in fits:
         if not fit.ok:
             (problems if fit.hard else warnings).append(_fit_message(fit, advice, profile))
@@ -825,10 +836,15 @@ def _peak_activation_bytes(graph: ModelGraph) -> int:
 _SHRINK = "reduce the input resolution or the channel widths"
 
 
-def _fits(model_bytes: int, peak: int, param_bytes: int, profile: DeviceProfile) -> list[tuple[FitCheck, str]]:
+def _fits(model_bytes: int, peak: int, param_bytes: int, profile: DeviceProfile, arena_bytes: int | None = None,
+          headroom_bytes: int = MCU_HEADROOM_BYTES) -> list[tuple[FitCheck, str]]:
     """Every fit check with the advice to print when it fails."""
     memory = profile.memory
-    estimate = "activation estimate; measure the arena"
+    estimate, arena = "activation estimate; measure the arena", "tensor arena"
+    if arena_bytes is not None and profile.is_microcontroller:
+        peak = arena_bytes + headroom_bytes
+        estimate = f"measured arena {arena_bytes} B + {_amount(headroom_bytes, 'bytes')} stack/heap headroom"
+        arena = "tensor arena + stack/heap"
     fits = [(FitCheck("model storage", model_bytes, memory.storage_bytes, "bytes",
                       model_bytes <= memory.storage_bytes, "memory.storage_bytes"),
              "use a smaller model, or a lower-precision quantization if the profile allows one")]
@@ -839,12 +855,12 @@ def _fits(model_bytes: int, peak: int, param_bytes: int, profile: DeviceProfile)
                      "the model and the TFLite Micro runtime do not fit the board's flash; use a smaller model"))
     if profile.is_microcontroller:
         external = memory.external_ram_bytes
-        fits.append((FitCheck("tensor arena (internal SRAM)", peak, memory.ram_bytes, "bytes",
+        fits.append((FitCheck(f"{arena} (internal SRAM)", peak, memory.ram_bytes, "bytes",
                               peak <= memory.ram_bytes, estimate, hard=external == 0),
                      "the arena must go to the slower external RAM" if external else _SHRINK))
         if external:
             total = memory.ram_bytes + external
-            fits.append((FitCheck("tensor arena (SRAM + external RAM)", peak, total, "bytes", peak <= total, estimate),
+            fits.append((FitCheck(f"{arena} (SRAM + external RAM)", peak, total, "bytes", peak <= total, estimate),
                          _SHRINK))
     else:
         need = model_bytes + peak
