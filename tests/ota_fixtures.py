@@ -29,7 +29,8 @@ class Bundles:
     v2: Path
     v3_broken: Path  # signed, valid, but its weights answer wrongly: fails the golden check
     v0_old: Path  # an older version, for downgrade tests
-    other_profile: Path  # a valid bundle built for raspberry-pi-4
+    other_profile: Path  # a valid bundle built for jetson-orin-nano
+    big: Path  # 1.1.5 with 6 MiB of extra payload, to catch a download mid-way
     images: Path  # a directory of real digit images (PNG)
 
 
@@ -54,11 +55,13 @@ def make_bundles(directory: Path, signing_key) -> Bundles:
     golden_in = split.test_images[:1].astype(np.float32) / np.float32(255)
     golden_out = good.predict_proba(split.test_images[:1])
 
-    def build(version: str, classifier, profile: str = "generic-x86") -> Path:
+    def build(version: str, classifier, profile: str = "generic-x86", extra: int = 0) -> Path:
         onnx_path = softmax_to_onnx(classifier, directory / f"digits-{version}-{profile}.onnx", batch=1)
         manifest = _manifest("digits", version, profile, "onnxruntime", "onnx", "model.onnx", 1)
         files = {"model.onnx": onnx_path, "labels.txt": "\n".join(map(str, range(10))).encode(),
                  "golden/in.npy": npy_bytes(golden_in), "golden/out.npy": npy_bytes(golden_out)}
+        if extra:
+            files["extra/padding.bin"] = np.random.default_rng(1).integers(0, 256, extra, np.uint8).tobytes()
         return write_bundle(manifest, files, directory / f"digits-{version}-{profile}.edgepkg", signing_key)
 
     images = directory / "images"
@@ -67,7 +70,7 @@ def make_bundles(directory: Path, signing_key) -> Bundles:
         cv2.imwrite(str(images / f"{i:03d}_{label}.png"), np.squeeze(image).astype(np.uint8))
     broken = SoftmaxClassifier(-good.weights, good.bias)
     return Bundles(build("1.0.0", good), build("1.1.0", good), build("1.2.0", broken), build("0.9.0", good),
-                   build("1.1.0", good, "jetson-orin-nano"), images)
+                   build("1.1.0", good, "jetson-orin-nano"), build("1.1.5", good, extra=6 << 20), images)
 
 
 class Collector:

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.rollback:
         key_path = args.key or default_key_dir() / "signing.key"
         signature = sign_rollback(SigningKey.from_file(key_path), job_id, bundle)
-    say = (lambda text: None) if args.json else step
+    say = step  # progress on stderr, also with --json (stdout stays machine-readable)
     say(f"deploying {bundle.name} {bundle.version} for {bundle.profile} ({bundle.size} bytes), job {job_id}")
     registry = Registry(args.registry or default_registry())
     client = MqttClient(mqtt_config(args, client_id=f"edge-sdk-deploy-{job_id}"))

@@ -80,6 +80,7 @@ class _Handler(BaseHTTPRequestHandler):
         if status == HTTPStatus.PARTIAL_CONTENT:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.end_headers()
+        self.server.requests.append((self.path, start if status == HTTPStatus.PARTIAL_CONTENT else None))
         if not body:
             return
         limit = self.server.rate_limit
@@ -93,6 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
                         break
                     self.wfile.write(block)
                     left -= len(block)
+                    self.server.bytes_served += len(block)
                     if limit is not None:
                         self.server.throttle.wait(len(block) / limit)
             except (BrokenPipeError, ConnectionResetError):
@@ -104,6 +106,8 @@ class _Server(ThreadingHTTPServer):
     files: dict[str, tuple[Path, str]]
     rate_limit: int | None
     throttle: threading.Event
+    bytes_served: int
+    requests: list[tuple[str, int | None]]
 
 
 class BundleServer:
@@ -119,6 +123,8 @@ class BundleServer:
         self._server.files = {}
         self._server.rate_limit = rate_limit
         self._server.throttle = threading.Event()
+        self._server.bytes_served = 0
+        self._server.requests = []
         self.host = advertise or (host if host not in ("0.0.0.0", "") else "127.0.0.1")
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="edge-sdk-bundle-server",
@@ -132,6 +138,16 @@ class BundleServer:
         route = f"/bundles/{digest}/{path.name}"
         self._server.files[route] = (path, f'"{digest}"')
         return f"http://{self.host}:{self.port}{route}"
+
+    @property
+    def bytes_served(self) -> int:
+        """Body bytes sent so far, over all requests."""
+        return self._server.bytes_served
+
+    @property
+    def requests(self) -> list[tuple[str, int | None]]:
+        """``(path, range start or None)`` of every answered GET/HEAD, in order."""
+        return list(self._server.requests)
 
     def close(self) -> None:
         self._server.shutdown()
