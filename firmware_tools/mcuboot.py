@@ -81,7 +81,9 @@ def _run(args: list[str], path: Path) -> str:
         raise ImageError(path, f"imgtool could not run: {exc}") from exc
     output = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0:
-        detail = "; ".join(ln.strip() for ln in output.splitlines() if ln.strip() and not ln.startswith("Usage"))
+        lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+        errors = [ln.removeprefix("Error:").strip() for ln in lines if ln.startswith("Error:")]
+        detail = "; ".join(errors or [ln for ln in lines if not ln.startswith(("Usage", "Try ", "image.py:"))])
         raise ImageError(path, f"imgtool {args[0]} failed: {detail or f'exit status {proc.returncode}'}")
     return output
 
