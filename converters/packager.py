@@ -11,7 +11,9 @@ result is recorded in the report stored inside the bundle:
    ``max_accuracy_drop``, keep the worst layers in float and convert again
    (where the profile allows float ops), or fail with the per-layer report;
 5. time float vs quantized on this host (never hide a slower quantized model);
-6. check operators, dtypes and fit against the profile;
+6. check operators, dtypes and fit against the profile; on a microcontroller,
+   measure the TFLite Micro tensor arena (recorded as ``arena_bytes``, which the
+   runtime then uses instead of the 10x-model-size rule);
 7. write the signed bundle: model, labels, golden input/output, report.
 """
 
@@ -166,7 +168,8 @@ def package(
         reference = _convert(ctx, backend, source, QuantRecipe(mode="float32"), None, "convert float reference")
         target, gate = _gate(ctx, backend, source, recipe, calib, held_out, reference, device, spec)
         compat = _compatibility(ctx, target, device)
-        return _write(ctx, loaded, source, device, spec, target, gate, compat, held_out, key, Path(output))
+        arena = _arena(ctx, target, device) if device.is_microcontroller and compat.compatible else None
+        return _write(ctx, loaded, source, device, spec, target, gate, compat, held_out, key, Path(output), arena)
 
 
 def _load_profile(profile: Any):
@@ -307,8 +310,21 @@ def _compatibility(ctx, target: Converted, device):
     return report
 
 
+@step("measure the TFLite Micro tensor arena")
+def _arena(ctx, target: Converted, device) -> int | None:
+    """The recommended arena (measured + board margin), recorded so the device runtime need not guess."""
+    from firmware_tools.arena import measure_arena
+
+    try:
+        return measure_arena(target.model, device).recommended_bytes
+    except EdgeSDKError as exc:  # the bundle stays usable; the runtime falls back to the 10x rule
+        log.warning("could not measure the TFLite Micro arena: %s", exc)
+        return None
+
+
 @step("write signed bundle")
-def _write(ctx, original, source, device, spec, target, gate, compat, held_out, key, output: Path) -> PackageResult:
+def _write(ctx, original, source, device, spec, target, gate, compat, held_out, key, output: Path,
+           arena: int | None = None) -> PackageResult:
     from edge_sdk.bundle.writer import utc_timestamp, write_bundle
 
     opts = ctx.options
@@ -331,7 +347,7 @@ def _write(ctx, original, source, device, spec, target, gate, compat, held_out, 
         golden = GoldenSpec({in_info.name: "golden/input.npy"},
                             {o.name: f"golden/output_{i}.npy" for i, o in enumerate(target.outputs)},
                             atol=_golden_atol(target), rtol=1e-4)
-    compat_dict = compat.to_dict()
+    compat_dict = compat.to_dict() | ({"arena_bytes": arena} if arena else {})
     report = {"source": {"name": original.name, "kind": original.kind,
                          **({"converted_via": source.name} if source is not original else {})},
               "profile": device.id,
