@@ -16,11 +16,11 @@ import sys
 from typing import Sequence
 
 from edge_sdk._version import __version__
-from edge_sdk.cli import agent, bench, broker, demo, deploy, fleet, inspect, keys, package, profiles, run
+from edge_sdk.cli import agent, bench, broker, demo, deploy, firmware, fleet, inspect, keys, package, profiles, run
 from edge_sdk.errors import EdgeSDKError
 
 # The registry of subcommands, in the order `--help` lists them.
-COMMANDS = (profiles, keys, package, inspect, run, bench, broker, agent, deploy, fleet, demo)
+COMMANDS = (profiles, keys, package, inspect, run, bench, firmware, broker, agent, deploy, fleet, demo)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
