@@ -154,3 +154,72 @@ def train_digits_cnn(split: DigitsSplit, epochs: int = 8, seed: int = 0, width: 
     trainer.compile(optimizer=tf.keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
     trainer.fit(x, split.train_labels, epochs=epochs, batch_size=32, verbose=0, shuffle=True)
     return model
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An array as ``.npy`` file bytes (how bundles carry golden tensors)."""
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def softmax_bundle(
+    classifier: SoftmaxClassifier,
+    split: DigitsSplit,
+    output: str | Path,
+    signing_key,
+    *,
+    version: str = "1.0.0",
+    profile: str = "generic-x86",
+    name: str = "digits",
+    golden_from: SoftmaxClassifier | None = None,
+    extra_bytes: int = 0,
+    metadata: dict | None = None,
+) -> Path:
+    """The softmax classifier as a signed ONNX bundle, with its golden input and expected output.
+
+    ``golden_from`` computes the expected golden output with another
+    classifier: a bundle whose model disagrees with its own golden pair, the
+    way a broken build would (for health-check tests and the demo's rollback).
+    ``extra_bytes`` adds that much incompressible payload (to make a download
+    long enough to interrupt). The profile must run ONNX models.
+    """
+    import tempfile
+
+    from edge_sdk.bundle import GoldenSpec, InputSpec, Manifest, OutputSpec, TaskSpec, write_bundle
+    from edge_sdk.bundle.writer import utc_timestamp
+
+    output = Path(output)
+    golden_in = split.test_images[:1].astype(np.float32) / np.float32(255.0)
+    golden_out = (golden_from or classifier).predict_proba(split.test_images[:1])
+    manifest = Manifest(
+        name=name,
+        version=version,
+        created=utc_timestamp(),
+        profile=profile,
+        engine="onnxruntime",
+        format="onnx",
+        model="model.onnx",
+        inputs=(InputSpec("image", (1, 8, 8, 1), "float32", layout="NHWC", color_order="GRAY", resize="stretch",
+                          mean=(0.0,), std=(255.0,)),),
+        outputs=(OutputSpec("probs", (1, 10), "float32"),),
+        task=TaskSpec("classification", labels="labels.txt", decoder="classification", params={"top_k": 3}),
+        golden=GoldenSpec({"image": "golden/image.npy"}, {"probs": "golden/probs.npy"}, atol=1e-5, rtol=1e-4),
+        quantization={"mode": "float32"},
+        accuracy={"float_top1": round(classifier.accuracy(split.test_images, split.test_labels), 4),
+                  "samples": int(len(split.test_labels))},
+        metadata={"dataset": "scikit-learn digits", "trainer": "softmax regression", **(metadata or {})},
+    )
+    with tempfile.TemporaryDirectory(prefix="edge-sdk-softmax-") as tmp:
+        model = softmax_to_onnx(classifier, Path(tmp) / "model.onnx")
+        files = {
+            "model.onnx": model.read_bytes(),
+            "labels.txt": ("\n".join(DIGIT_LABELS) + "\n").encode(),
+            "golden/image.npy": npy_bytes(golden_in),
+            "golden/probs.npy": npy_bytes(golden_out),
+        }
+    if extra_bytes:
+        files["extra/padding.bin"] = np.random.default_rng(1).integers(0, 256, extra_bytes, np.uint8).tobytes()
+    return write_bundle(manifest, files, output, signing_key)

@@ -66,7 +66,7 @@ class AgentConfig:
     telemetry_interval_s: float = 10.0
     health: HealthPolicy = HealthPolicy()
     outbox_max_messages: int = 10000
-    chunk_bytes: int = 256 * 1024
+    chunk_bytes: int = 1024 * 1024
     chunk_window: int = 8
     hold: Mapping[str, float] = field(default_factory=dict)
 

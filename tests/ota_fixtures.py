@@ -9,14 +9,14 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from conftest import npy_bytes
-from edge_sdk.bundle import GoldenSpec, InputSpec, OutputSpec, TaskSpec, write_bundle
+from edge_sdk.bundle import write_bundle
 from edge_sdk.bundle.manifest import Manifest
 from edge_sdk.mqtt import MqttClient, MqttConfig, OtaProgress, Status, Topics
 
@@ -34,43 +34,33 @@ class Bundles:
     images: Path  # a directory of real digit images (PNG)
 
 
-def _manifest(name: str, version: str, profile: str, engine: str, fmt: str, model: str, batch: int) -> Manifest:
-    return Manifest(
-        name=name, version=version, created="2026-11-23T00:00:00Z", profile=profile, engine=engine, format=fmt, model=model,
-        files=(),
-        inputs=(InputSpec("image", (batch, 8, 8, 1), "float32", color_order="GRAY", std=(255.0,)),),
-        outputs=(OutputSpec("probs", (batch, 10), "float32"),),
-        task=TaskSpec("classification", labels="labels.txt", params={"top_k": 3}),
-        golden=GoldenSpec({"image": "golden/in.npy"}, {"probs": "golden/out.npy"}, atol=1e-5, rtol=1e-4),
-    )
-
-
 def make_bundles(directory: Path, signing_key) -> Bundles:
     """Digits classifiers (softmax regression as ONNX, trained on scikit-learn's digits) in several versions."""
-    from converters.samples import SoftmaxClassifier, load_digits_split, softmax_to_onnx, train_softmax
+    from converters.samples import SoftmaxClassifier, load_digits_split, softmax_bundle, train_softmax
 
     directory.mkdir(parents=True, exist_ok=True)
     split = load_digits_split()
     good = train_softmax(split)
-    golden_in = split.test_images[:1].astype(np.float32) / np.float32(255)
-    golden_out = good.predict_proba(split.test_images[:1])
+    broken = SoftmaxClassifier(-good.weights, good.bias)  # answers wrongly; its golden pair says what good says
 
-    def build(version: str, classifier, profile: str = "generic-x86", extra: int = 0) -> Path:
-        onnx_path = softmax_to_onnx(classifier, directory / f"digits-{version}-{profile}.onnx", batch=1)
-        manifest = _manifest("digits", version, profile, "onnxruntime", "onnx", "model.onnx", 1)
-        files = {"model.onnx": onnx_path, "labels.txt": "\n".join(map(str, range(10))).encode(),
-                 "golden/in.npy": npy_bytes(golden_in), "golden/out.npy": npy_bytes(golden_out)}
-        if extra:
-            files["extra/padding.bin"] = np.random.default_rng(1).integers(0, 256, extra, np.uint8).tobytes()
-        return write_bundle(manifest, files, directory / f"digits-{version}-{profile}.edgepkg", signing_key)
+    def build(version: str, classifier=good, profile: str = "generic-x86", **options) -> Path:
+        return softmax_bundle(classifier, split, directory / f"digits-{version}-{profile}.edgepkg", signing_key,
+                              version=version, profile=profile, golden_from=good, **options)
 
     images = directory / "images"
     images.mkdir(exist_ok=True)
     for i, (image, label) in enumerate(zip(split.test_images[:40], split.test_labels[:40])):
         cv2.imwrite(str(images / f"{i:03d}_{label}.png"), np.squeeze(image).astype(np.uint8))
-    broken = SoftmaxClassifier(-good.weights, good.bias)
-    return Bundles(build("1.0.0", good), build("1.1.0", good), build("1.2.0", broken), build("0.9.0", good),
-                   build("1.1.0", good, "jetson-orin-nano"), build("1.1.5", good, extra=6 << 20), images)
+    return Bundles(build("1.0.0"), build("1.1.0"), build("1.2.0", broken), build("0.9.0"),
+                   build("1.1.0", profile="jetson-orin-nano"), build("1.1.5", extra_bytes=6 << 20), images)
+
+
+def bundle_variant(source: Path, output: Path, signing_key, drop=(), **changes) -> Path:
+    """A copy of ``source`` with manifest fields changed (and files dropped), signed by ``signing_key``."""
+    with zipfile.ZipFile(source) as zf:
+        manifest = Manifest.from_bytes(zf.read("manifest.json"))
+        files = {e.name: zf.read(e.name) for e in manifest.files if e.name not in drop}
+    return write_bundle(replace(manifest, **changes), files, output, signing_key)
 
 
 class Collector:

@@ -43,7 +43,7 @@ from edge_sdk.ota import states
 from edge_sdk.ota.download import Cancelled
 from edge_sdk.ota.health import watch
 from mqtt_fixtures import mosquitto_broker_fixture  # noqa: F401  (the mosquitto_broker fixture)
-from ota_fixtures import make_bundles
+from ota_fixtures import bundle_variant, make_bundles
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +58,8 @@ def world(tmp_path_factory):
     key = SigningKey.from_file(pair.private_path)
     stranger = SigningKey.generate()
     bundles = make_bundles(root / "bundles", key)
-    from ota_fixtures import _manifest  # a bundle signed by a key the device does not trust
-    from edge_sdk.bundle import write_bundle
-    import zipfile
-
-    with zipfile.ZipFile(bundles.v2) as zf:
-        files = {n: zf.read(n) for n in zf.namelist() if n not in ("manifest.json", "signature")}
-    wrong_key = write_bundle(_manifest("digits", "1.3.0", "generic-x86", "onnxruntime", "onnx", "model.onnx", 1),
-                             files, root / "bundles" / "digits-1.3.0-stranger.edgepkg", stranger)
+    wrong_key = bundle_variant(bundles.v2, root / "bundles" / "digits-1.3.0-stranger.edgepkg", stranger,
+                               version="1.3.0")  # signed by a key the device does not trust
     return {"root": root, "key": key, "trusted": trusted, "bundles": bundles, "wrong_key": wrong_key}
 
 
@@ -198,7 +192,7 @@ def test_http_download_resumes_from_the_verified_prefix(tmp_path, big_file):
         if done >= total // 3:
             cancel.set()
 
-    with BundleServer(rate_limit=8 << 20) as server:
+    with BundleServer(rate_limit=2 << 20) as server:
         url = server.add(big_file)
         with pytest.raises(Cancelled):
             HttpDownloader().fetch(url, part, total, 0, None, progress, cancel)
@@ -374,17 +368,11 @@ def test_health_window_rolls_back_a_model_that_breaks_the_live_pipeline(tmp_path
         time.sleep(0.5)
         frames_before = d.host.sample().frames_out
         # A bundle whose model wants another input size: every frame fails in the pipeline.
-        from ota_fixtures import _manifest
-        from edge_sdk.bundle import write_bundle
         from edge_sdk.bundle.manifest import InputSpec
-        from dataclasses import replace
-        import zipfile
 
-        with zipfile.ZipFile(b.v2) as zf:
-            files = {n: zf.read(n) for n in ("model.onnx", "labels.txt")}
-        manifest = replace(_manifest("digits", "1.5.0", "generic-x86", "onnxruntime", "onnx", "model.onnx", 1),
-                           inputs=(InputSpec("image", (1, 8, 8, 3), "float32", std=(255.0,)),), golden=None)
-        bad = write_bundle(manifest, files, tmp_path / "bad-input.edgepkg", world["key"])
+        bad = bundle_variant(b.v2, tmp_path / "bad-input.edgepkg", world["key"], drop=("golden/image.npy",
+                             "golden/probs.npy"), version="1.5.0", golden=None,
+                             inputs=(InputSpec("image", (1, 8, 8, 3), "float32", std=(255.0,)),))
         final = d.run(_job(bad, server.add(bad), version="1.5.0"))
         assert final.state == "rolled_back", final.error
         assert "pipeline error" in final.error

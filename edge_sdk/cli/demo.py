@@ -20,7 +20,6 @@ import time
 from contextlib import redirect_stdout
 from pathlib import Path
 
-import numpy as np
 
 from edge_sdk.cli._output import human_bytes, step, table
 
@@ -87,48 +86,16 @@ def _model(work: Path):
 
 
 def _package(work: Path, model_path: Path, split, classifier, key_id: str) -> Path:
-    from converters.samples import DIGIT_LABELS
-    from edge_sdk.bundle import GoldenSpec, InputSpec, Manifest, OutputSpec, SigningKey, TaskSpec, write_bundle
-    from edge_sdk.bundle.writer import utc_timestamp
+    from converters.samples import softmax_bundle
+    from edge_sdk.bundle import SigningKey
 
     step(f"[3/6] packaging a signed bundle for profile {PROFILE!r}")
-    golden_in = (split.test_images[:1].astype(np.float32) / np.float32(255.0))
-    golden_out = classifier.predict_proba(split.test_images[:1])
-    manifest = Manifest(
-        name="digits",
-        version=VERSION,
-        created=utc_timestamp(model_path.stat().st_mtime),
-        profile=PROFILE,
-        engine="onnxruntime",
-        format="onnx",
-        model="model.onnx",
-        inputs=(InputSpec("image", (1, 8, 8, 1), "float32", layout="NHWC", color_order="GRAY",
-                          resize="stretch", mean=(0.0,), std=(255.0,)),),
-        outputs=(OutputSpec("probs", (1, 10), "float32"),),
-        task=TaskSpec("classification", labels="labels.txt", decoder="classification", params={"top_k": 3}),
-        golden=GoldenSpec({"image": "golden/image.npy"}, {"probs": "golden/probs.npy"}, atol=1e-5, rtol=1e-4),
-        quantization={"mode": "float32"},
-        accuracy={"float_top1": round(classifier.accuracy(split.test_images, split.test_labels), 4),
-                  "samples": int(len(split.test_labels))},
-        metadata={"dataset": "scikit-learn digits", "trainer": "edge-sdk demo softmax regression"},
-    )
-    files = {
-        "model.onnx": model_path,
-        "labels.txt": ("\n".join(DIGIT_LABELS) + "\n").encode(),
-        "golden/image.npy": _npy(golden_in),
-        "golden/probs.npy": _npy(golden_out),
-    }
     key = SigningKey.from_file(work / "keys" / "signing.key")
     (work / "bundles").mkdir(exist_ok=True)
-    path = write_bundle(manifest, files, work / "bundles", key)
+    path = softmax_bundle(classifier, split, work / "bundles", key, version=VERSION, profile=PROFILE,
+                          metadata={"trainer": "edge-sdk demo softmax regression"})
     print(f"      {path} ({human_bytes(path.stat().st_size)}), signed by {key_id}")
     return path
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
 
 
 def _verify_as_device(work: Path, bundle_path: Path, split) -> tuple[float | None, dict | None]:

@@ -162,11 +162,21 @@ class BundleServer:
 
 
 class ChunkServer:
-    """Answers chunk requests for the jobs it was told about (:meth:`add_job`)."""
+    """Answers chunk requests for the jobs it was told about (:meth:`add_job`).
 
-    def __init__(self, client: MqttClient) -> None:
+    A rollout sends the same bundle to many devices, which ask for the same
+    chunks; each encoded chunk (header, sha256, data) is therefore built once
+    and kept, up to ``cache_bytes`` in all, so answering a request costs one
+    publish. Jobs whose bundles fit are encoded up front by :meth:`add_job`.
+    """
+
+    def __init__(self, client: MqttClient, cache_bytes: int = 256 << 20, chunk_bytes: int = 1 << 20) -> None:
         self._client = client
         self._jobs: dict[str, tuple[Path, int]] = {}
+        self._cache: dict[tuple[str, int, int], bytes] = {}
+        self._cached = 0
+        self._cache_limit = cache_bytes
+        self._chunk_bytes = chunk_bytes
         self._lock = threading.Lock()
         self.served = 0
         self.refused = 0
@@ -174,8 +184,28 @@ class ChunkServer:
 
     def add_job(self, job_id: str, path: str | os.PathLike) -> None:
         path = Path(path)
+        size = path.stat().st_size
         with self._lock:
-            self._jobs[job_id] = (path, path.stat().st_size)
+            self._jobs[job_id] = (path, size)
+        if self._cached + size <= self._cache_limit:
+            for offset in range(0, size, self._chunk_bytes):
+                self._payload(job_id, path, size, offset, self._chunk_bytes)
+
+    def _payload(self, job_id: str, path: Path, size: int, offset: int, length: int) -> bytes:
+        key = (job_id, offset, min(length, size - offset))
+        with self._lock:
+            payload = self._cache.get(key)
+        if payload is not None:
+            return payload
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(key[2])
+        payload = ChunkData(job_id, offset, data).to_payload()
+        with self._lock:
+            if self._cached + len(payload) <= self._cache_limit and key not in self._cache:
+                self._cache[key] = payload
+                self._cached += len(payload)
+        return payload
 
     def _on_request(self, topic: str, payload: bytes) -> None:
         try:
@@ -193,9 +223,6 @@ class ChunkServer:
                         request.job_id, request.offset)
             return
         path, size = job
-        with open(path, "rb") as fh:
-            fh.seek(request.offset)
-            data = fh.read(min(request.length, size - request.offset))
-        chunk = ChunkData(request.job_id, request.offset, data)
-        self._client.publish(self._client.topics.ota_chunk_data(device), chunk.to_payload(), qos=1)
+        data = self._payload(request.job_id, path, size, request.offset, request.length)
+        self._client.publish(self._client.topics.ota_chunk_data(device), data, qos=1)
         self.served += 1

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -433,6 +434,7 @@ class MqttClient:
             logger.warning("broker %s refused the connection: %s", self.config.url, reason)
             return
         self._attempt = 0
+        _no_delay(client)
         self._connected.set()
         logger.info("connected to %s", self.config.url)
         with self._lock:
@@ -529,6 +531,22 @@ class MqttClient:
         except Exception:
             self._count("_callback_errors")
             logger.exception("on_ack callback %r raised; continuing", entry.on_ack)
+
+
+def _no_delay(client: paho.Client) -> None:
+    """Turn Nagle's algorithm off for this client's socket (paho leaves it on).
+
+    With it on, a small packet (a chunk request, a PUBACK) written while an earlier one is unacknowledged
+    waits for the peer's delayed ACK, about 40 ms on Linux: request/response traffic such as the OTA chunk
+    transfer stalls in 40 ms steps. The broker's side of the connection is the broker's setting (Mosquitto:
+    ``set_tcp_nodelay true``)."""
+    sock = client.socket()
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # not a TCP socket (a unix socket, a websocket wrapper): nothing to tune
+        pass
 
 
 def _str(path: Path | None) -> str | None:

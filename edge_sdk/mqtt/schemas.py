@@ -481,32 +481,32 @@ class ChunkData:
         limit = cls.MAX_PAYLOAD_BYTES if max_bytes is None else max_bytes
         if not isinstance(data, (bytes, bytearray, memoryview)):
             fail(None, f"expected bytes, got {type(data).__name__}")  # type: ignore[arg-type]
-        view = bytes(data)
+        view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
         if len(view) > limit:
             fail(None, f"payload is {len(view)} bytes; the limit is {limit}")  # type: ignore[arg-type]
         if len(view) < 5 or view[:3] != _CHUNK_MAGIC:
             fail("magic", f"not an edge-sdk chunk (expected the magic {_CHUNK_MAGIC + _CHUNK_VERSION!r}, "
-                 f"got {view[:4]!r})")
+                 f"got {bytes(view[:4])!r})")
         if view[3:4] != _CHUNK_VERSION:
-            fail("schema", f"unsupported chunk format version {view[3:4].decode('latin-1')!r}; this edge-sdk "
-                 f"reads version {_CHUNK_VERSION.decode()}")
+            fail("schema", f"unsupported chunk format version {bytes(view[3:4]).decode('latin-1')!r}; this "
+                 f"edge-sdk reads version {_CHUNK_VERSION.decode()}")
         n = view[4]
         header = 5 + n + 8 + 32
         if len(view) < header + 1:
             fail("data", f"truncated: {len(view)} bytes is shorter than the header ({header}) plus one data byte")
         try:
-            job_id = validate_id(view[5:5 + n].decode("ascii"), "job id")
+            job_id = validate_id(bytes(view[5:5 + n]).decode("ascii"), "job id")
         except (UnicodeDecodeError, TopicError) as exc:
             fail("job_id", f"{exc}")
         (offset,) = _CHUNK_OFFSET.unpack_from(view, 5 + n)
-        digest = view[5 + n + 8:header]
-        chunk = view[header:]
+        digest = bytes(view[5 + n + 8:header])
+        chunk = view[header:]  # a view: the data is copied once, below, after its hash matched
         if len(chunk) > MAX_CHUNK_BYTES:
             fail("data", f"is {len(chunk)} bytes; chunks are at most {MAX_CHUNK_BYTES}")
         if hashlib.sha256(chunk).digest() != digest:
             fail("sha256", f"the data does not match its hash (job {job_id!r}, offset {offset}); "
                  "the chunk was corrupted, request it again")
-        return cls(job_id, offset, chunk)
+        return cls(job_id, offset, bytes(chunk))
 
 
 # -- registry -------------------------------------------------------------------------------------
