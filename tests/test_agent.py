@@ -138,6 +138,10 @@ def test_deploy_to_a_group_commits_everywhere_and_telemetry_flows(fleet, world, 
         assert row["groups"] == ["line-1"] and row["profile"] == "generic-x86"
     text = fleet.cli("fleet", "status", "--registry", str(registry), "--listen", "0")
     assert "3 device(s), 3 online" in text.stdout and "digits 1.1.0" in text.stdout
+    live = fleet.cli("fleet", "monitor", "--registry", str(registry), "--duration", "2.5", "--every", "1")
+    assert live.returncode == 0, live.stderr
+    rows = [line for line in live.stdout.splitlines() if line.startswith("cam-")]
+    assert len(rows) >= 6 and all("online" in r and "digits 1.1.0" in r for r in rows)  # a table per second
 
 
 def test_canary_halt_leaves_the_devices_outside_the_canary_untouched(fleet, world, tmp_path):

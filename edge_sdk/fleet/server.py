@@ -103,6 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: a rollout's devices arrive at once, and SYNs beyond the
+    # backlog are dropped and retried after 1, 3, 7 s (measured: 500 devices took 38 s instead of seconds).
+    request_queue_size = 1024
     files: dict[str, tuple[Path, str]]
     rate_limit: int | None
     throttle: threading.Event
