@@ -159,3 +159,16 @@ class AgentProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def tampered_copy(source: Path, output: Path, entry: str = "model.onnx") -> Path:
+    """``source`` with one bit flipped in the middle of ``entry``'s stored data (what its sha256 pin must catch)."""
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as zf:
+        info = zf.getinfo(entry)
+    name_len, extra_len = int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little"), \
+        int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_len + extra_len
+    data[start + info.compress_size // 2] ^= 0x01
+    output.write_bytes(bytes(data))
+    return output

@@ -22,7 +22,7 @@ from edge_sdk.fleet.rollout import plan_waves
 from edge_sdk.mqtt import BundleRef, OtaJob
 from edge_sdk.ota import file_sha256
 from mqtt_fixtures import MosquittoBroker, mosquitto_binary
-from ota_fixtures import REPO, AgentProcess, Collector, make_bundles
+from ota_fixtures import REPO, AgentProcess, Collector, make_bundles, tampered_copy
 
 pytestmark = pytest.mark.slow
 
@@ -233,10 +233,7 @@ def test_bad_bundles_and_payloads_are_refused_while_the_model_keeps_serving(flee
     agent = fleet.agent("gate", "--group", "g")
     fleet.online("gate")
     c = fleet.collector
-    tampered = tmp_path / "tampered.edgepkg"
-    data = bytearray(b.v2.read_bytes())
-    data[len(data) // 3] ^= 0xFF
-    tampered.write_bytes(bytes(data))
+    tampered = tampered_copy(b.v2, tmp_path / "tampered.edgepkg")
     truncated = tmp_path / "truncated.edgepkg"
     truncated.write_bytes(b.v2.read_bytes()[: b.v2.stat().st_size // 2])
     jobs = {
@@ -266,11 +263,16 @@ def test_bad_bundles_and_payloads_are_refused_while_the_model_keeps_serving(flee
     assert all(x["model_version"] == "1.0.0" for x in c.telemetry if x["device_id"] == "gate")
     log = agent.log()
     assert log.count("ignored a malformed OTA job") >= 12 and log.count("ignored a malformed chunk") >= 6
-    # still fully functional: an update over MQTT chunks commits
-    done = fleet.cli("deploy", str(b.v2), "--device", "gate", "--transport", "mqtt", "--trusted-dir",
+    # still fully functional: a job on the group topic commits, then an update over MQTT chunks
+    group_job = OtaJob("group-job-1", BundleRef("digits", "1.1.0", file_sha256(b.v2), b.v2.stat().st_size,
+                                                "generic-x86"), server.add(b.v2), False, time.time())
+    c.client.publish(t.group_ota_job("g"), group_job.to_payload(), qos=1)
+    assert c.final("group-job-1", "gate").state == "committed"
+    fleet.online("gate", version="1.1.0")
+    done = fleet.cli("deploy", str(b.big), "--device", "gate", "--transport", "mqtt", "--trusted-dir",
                      str(world["trusted"]), "--registry", str(tmp_path / "fleet.db"), "--timeout", "60")
     assert done.returncode == 0, done.stdout + done.stderr + agent.log()[-3000:]
-    fleet.online("gate", version="1.1.0")
+    fleet.online("gate", version="1.1.5")
 
 
 def test_the_fleet_sees_a_vanished_device_offline_within_one_and_a_half_keepalives(fleet, world):

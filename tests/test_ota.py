@@ -43,7 +43,7 @@ from edge_sdk.ota import states
 from edge_sdk.ota.download import Cancelled
 from edge_sdk.ota.health import watch
 from mqtt_fixtures import mosquitto_broker_fixture  # noqa: F401  (the mosquitto_broker fixture)
-from ota_fixtures import bundle_variant, make_bundles
+from ota_fixtures import bundle_variant, make_bundles, tampered_copy
 
 
 @pytest.fixture(scope="module")
@@ -274,21 +274,12 @@ def server(world):
         yield s
 
 
-def _tampered(world, tmp_path) -> Path:
-    data = bytearray(world["bundles"].v2.read_bytes())
-    index = data.find(b"\x08\x07\x12")  # inside the ONNX model (protobuf), after the zip header
-    data[index if index > 0 else len(data) // 2] ^= 0x01
-    path = tmp_path / "tampered.edgepkg"
-    path.write_bytes(bytes(data))
-    return path
-
-
 def test_refused_bundles_leave_the_running_model_serving(device, world, server, tmp_path):
     b = world["bundles"]
     truncated = tmp_path / "truncated.edgepkg"
     truncated.write_bytes(b.v2.read_bytes()[:-200])
     cases = {
-        "tampered": (_tampered(world, tmp_path), {}, "'model.onnx' does not match its sha256 in the manifest"),
+        "tampered": (tampered_copy(b.v2, tmp_path / "tampered.edgepkg"), {}, "'model.onnx' does not match its sha256 in the manifest"),
         "truncated": (truncated, {}, "not a readable zip container"),
         "wrong key": (world["wrong_key"], {"version": "1.3.0"}, "not trusted here"),
         "wrong profile in the job": (b.other_profile, {"profile": "jetson-orin-nano"}, "built for profile "
