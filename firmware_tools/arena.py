@@ -102,11 +102,21 @@ def _round_up(value: int, step: int) -> int:
     return -(-value // step) * step
 
 
+#: Probe failures that say nothing about the arena: the child was killed from outside or ran out of time.
+_NOT_THE_ARENA = ("(SIGKILL)", "(SIGTERM)", "did not finish")
+
+
 def works(model: bytes, arena_bytes: int, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether TFLite Micro loads and invokes ``model`` with ``arena_bytes`` (in a child process)."""
+    """Whether TFLite Micro loads and invokes ``model`` with ``arena_bytes`` (in a child process).
+
+    A child killed from outside (the OOM killer's SIGKILL) or timed out raises
+    :class:`EngineError` instead of answering "no", so a busy host cannot bend the bisection.
+    """
     try:
         probe(model, arena_bytes, timeout)
     except EngineError as exc:
+        if any(marker in exc.reason for marker in _NOT_THE_ARENA):
+            raise
         log.debug("arena %d bytes: %s", arena_bytes, exc.reason)
         return False
     return True
@@ -194,10 +204,12 @@ def measure_arena(
     while high - low > granularity:
         mid = (low + high) // 2 // granularity * granularity
         probes += 1
-        if works(model, mid):
-            high = mid
-        else:
-            low = mid
+        try:
+            fits = works(model, mid)
+        except EngineError as exc:
+            raise FirmwareError(source, f"an arena probe of {mid} bytes failed for a reason other than the arena "
+                                        f"({exc.reason}); measure again on a less busy host") from exc
+        high, low = (mid, low) if fits else (high, mid)
         say(f"arena between {low} and {high} bytes ({probes} probes)")
     return ArenaMeasurement(model_bytes=len(model), measured_bytes=high, recorded_bytes=recorded,
                             alignment_bytes=board.arena_alignment, scratch_bytes=kernel_scratch_bytes(model, kernels),
@@ -205,18 +217,9 @@ def measure_arena(
 
 
 def _record_main(arena_bytes: int) -> int:
-    from edge_sdk.runtime.tflm import _import_runtime, _io_names
-    import numpy as np
+    from edge_sdk.runtime.tflm import load_and_invoke
 
-    runtime = _import_runtime()
-    model = sys.stdin.buffer.read()
-    interpreter = runtime.Interpreter.from_bytes(model, arena_size=arena_bytes)
-    inputs, _ = _io_names(runtime, model)
-    for index in range(len(inputs)):
-        detail = interpreter.get_input_details(index)
-        interpreter.set_input(np.zeros(detail["shape"], dtype=detail["dtype"]), index)
-    interpreter.invoke()
-    interpreter.print_allocations()
+    load_and_invoke(sys.stdin.buffer.read(), arena_bytes).print_allocations()
     return 0
 
 

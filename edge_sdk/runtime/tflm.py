@@ -123,15 +123,23 @@ class TFLiteMicroEngine:
         self._interpreter = None
 
 
-def _probe_main(arena_bytes: int) -> int:
+def load_and_invoke(model: bytes, arena_bytes: int):
+    """Load ``model`` with ``arena_bytes`` and invoke it once on zeros, in this process; returns the interpreter.
+
+    What the child processes run (a too-small arena may crash the process rather than raise).
+    """
     runtime = _import_runtime()
-    model = sys.stdin.buffer.read()
     interpreter = runtime.Interpreter.from_bytes(model, arena_size=arena_bytes)
     inputs, _ = _io_names(runtime, model)
     for index in range(len(inputs)):
         detail = interpreter.get_input_details(index)
         interpreter.set_input(np.zeros(detail["shape"], dtype=detail["dtype"]), index)
     interpreter.invoke()
+    return interpreter
+
+
+def _probe_main(arena_bytes: int) -> int:
+    load_and_invoke(sys.stdin.buffer.read(), arena_bytes)
     return 0
 
 
