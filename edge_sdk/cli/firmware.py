@@ -26,6 +26,14 @@ def _number(text: str) -> int:
     return value
 
 
+def _bundle_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", type=Path, help=".edgepkg file (an int8 TFLite bundle)")
+    parser.add_argument("--profile", default=None, help="microcontroller profile (default: the bundle's)")
+    parser.add_argument("--allow-unsigned", action="store_true", help="accept an unsigned bundle (development only)")
+    add_trusted_dir(parser)
+    add_json(parser)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     sub = command_group(
         subparsers,
@@ -44,17 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "src/model_ops.h, src/model_config.h, src/main.cc (and a sketch on Arduino boards), platformio.ini, "
         "README.md and firmware.json into DIR.",
     )
-    p.add_argument("bundle", type=Path, help=".edgepkg file (an int8 TFLite bundle)")
+    _bundle_options(p)
     p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="directory to write into")
-    p.add_argument("--profile", default=None, help="microcontroller profile (default: the bundle's)")
     p.add_argument("--force", action="store_true",
                    help="export even when the model does not fit or disagrees with LiteRT")
     p.add_argument("--overwrite", action="store_true", help="replace files of an earlier export in DIR")
     p.add_argument("--samples", type=Path, default=None, metavar="NPY",
                    help="validation images (.npy, N x H x W [x C] uint8) for the TFLite Micro vs LiteRT check")
-    p.add_argument("--allow-unsigned", action="store_true", help="accept an unsigned bundle (development only)")
-    add_trusted_dir(p)
-    add_json(p)
     p.set_defaults(func=_export)
 
     p = sub.add_parser(
@@ -63,12 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Bisects the smallest arena in which TFLite Micro loads and invokes the model (each probe in "
         "a child process), adds the board margin, and compares it with the 10x-model-size rule and the profile's RAM.",
     )
-    p.add_argument("bundle", type=Path, help=".edgepkg file")
-    p.add_argument("--profile", default=None, help="microcontroller profile (default: the bundle's)")
+    _bundle_options(p)
     p.add_argument("--granularity", type=positive_int, default=16, help="bisection step in bytes (default 16)")
-    p.add_argument("--allow-unsigned", action="store_true", help="accept an unsigned bundle (development only)")
-    add_trusted_dir(p)
-    add_json(p)
     p.set_defaults(func=_arena)
 
     p = sub.add_parser(
