@@ -31,7 +31,7 @@ from edge_sdk._version import __version__
 from edge_sdk.bundle.signing import TrustStore, default_trusted_dir
 from edge_sdk.errors import EdgeSDKError
 from edge_sdk.mqtt.client import MqttClient, MqttConfig
-from edge_sdk.mqtt.schemas import ChunkData, ChunkRequest, ModelRef, OtaJob, OtaProgress, PayloadError, Status
+from edge_sdk.mqtt.schemas import ChunkData, ChunkRequest, ModelRef, OtaJob, OtaProgress, Status, receive
 from edge_sdk.mqtt.topics import validate_id
 from edge_sdk.ota.download import ChunkDownloader
 from edge_sdk.ota.health import HealthPolicy, PipelineSample
@@ -326,20 +326,17 @@ class Agent:
     # -- handlers (paho's thread: validate, hand off, never raise) -----------------------------
 
     def _on_job(self, topic: str, payload: bytes) -> None:
-        try:
-            job = OtaJob.from_payload(payload)
-        except PayloadError as exc:
+        received = receive(self.topics, OtaJob, topic, payload, log)
+        if received is None:
             self.rejected_payloads += 1
-            log.warning("ignored a malformed OTA job on %s (%d bytes): %s", topic, len(payload), exc)
             return
+        job = received[1]
         log.info("OTA job %s on %s: %s %s", job.job_id, topic, job.bundle.name, job.bundle.version)
         self.ota.submit(job)
 
     def _on_chunk(self, topic: str, payload: bytes) -> None:
-        try:
-            chunk = ChunkData.from_payload(payload)
-        except PayloadError as exc:
+        received = receive(self.topics, ChunkData, topic, payload, log)
+        if received is None:
             self.rejected_payloads += 1
-            log.warning("ignored a malformed chunk on %s (%d bytes): %s", topic, len(payload), exc)
             return
-        self.chunks.deliver(chunk)
+        self.chunks.deliver(received[1])

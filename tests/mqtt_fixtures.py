@@ -93,8 +93,8 @@ class MosquittoBroker:
             proc.wait()
 
 
-@pytest.fixture(name="mosquitto_broker")
-def mosquitto_broker_fixture(tmp_path_factory):
+def private_broker(tmp_path_factory):
+    """Start a private mosquitto (skip the test when none is installed); yields it, stops it afterwards."""
     binary = mosquitto_binary()
     if binary is None:
         pytest.skip("no mosquitto binary on PATH or in /usr/sbin (apt install mosquitto)")
@@ -104,3 +104,8 @@ def mosquitto_broker_fixture(tmp_path_factory):
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(name="mosquitto_broker")
+def mosquitto_broker_fixture(tmp_path_factory):
+    yield from private_broker(tmp_path_factory)

@@ -22,6 +22,16 @@ from edge_sdk.mqtt import MqttClient, MqttConfig, OtaProgress, Status, Topics
 
 REPO = Path(__file__).resolve().parents[1]
 
+# (state the device stopped in, how the job ends after the restart, the version it then runs) when 1.0.0 runs
+# and 1.1.0 is being installed: before the commit nothing of the new model is trusted, downloads resume.
+RESTART_OUTCOMES = [
+    ("downloading", "committed", "1.1.0"),
+    ("verifying", "committed", "1.1.0"),
+    ("staged", "committed", "1.1.0"),
+    ("activating", "failed", "1.0.0"),
+    ("health_check", "rolled_back", "1.0.0"),
+]
+
 
 @dataclass(frozen=True)
 class Bundles:

@@ -21,21 +21,15 @@ from edge_sdk.fleet import BundleServer
 from edge_sdk.fleet.rollout import plan_waves
 from edge_sdk.mqtt import BundleRef, OtaJob
 from edge_sdk.ota import file_sha256
-from mqtt_fixtures import MosquittoBroker, mosquitto_binary
-from ota_fixtures import REPO, AgentProcess, Collector, make_bundles, tampered_copy
+from mqtt_fixtures import private_broker
+from ota_fixtures import REPO, RESTART_OUTCOMES, AgentProcess, Collector, make_bundles, tampered_copy
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    binary = mosquitto_binary()
-    if binary is None:
-        pytest.skip("no mosquitto binary on PATH or in /usr/sbin (apt install mosquitto)")
-    b = MosquittoBroker(binary, tmp_path_factory.mktemp("mosquitto-agents"))
-    b.start()
-    yield b
-    b.stop()
+    yield from private_broker(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -176,14 +170,7 @@ def test_canary_halt_leaves_the_devices_outside_the_canary_untouched(fleet, worl
 # -- kill -9 at every state ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("state,outcome,version", [
-    ("downloading", "committed", "1.1.0"),
-    ("verifying", "committed", "1.1.0"),
-    ("staged", "committed", "1.1.0"),
-    ("activating", "failed", "1.0.0"),
-    ("health_check", "rolled_back", "1.0.0"),
-    ("committed", "committed", "1.1.0"),
-])
+@pytest.mark.parametrize("state,outcome,version", [*RESTART_OUTCOMES, ("committed", "committed", "1.1.0")])
 def test_kill_9_in_every_state_ends_on_a_complete_verified_model(fleet, world, server, state, outcome, version):
     agent = fleet.agent("k9", "--hold-at", f"{state}=60")
     fleet.online("k9")
@@ -262,7 +249,7 @@ def test_bad_bundles_and_payloads_are_refused_while_the_model_keeps_serving(flee
     assert agent.proc.poll() is None
     assert all(x["model_version"] == "1.0.0" for x in c.telemetry if x["device_id"] == "gate")
     log = agent.log()
-    assert log.count("ignored a malformed OTA job") >= 12 and log.count("ignored a malformed chunk") >= 6
+    assert log.count("ignored a malformed ota_job") >= 12 and log.count("ignored a malformed ota_chunk_data") >= 6
     # still fully functional: a job on the group topic commits, then an update over MQTT chunks
     group_job = OtaJob("group-job-1", BundleRef("digits", "1.1.0", file_sha256(b.v2), b.v2.stat().st_size,
                                                 "generic-x86"), server.add(b.v2), False, time.time())
@@ -282,11 +269,12 @@ def test_the_fleet_sees_a_vanished_device_offline_within_one_and_a_half_keepaliv
     agent.proc.send_signal(signal.SIGSTOP)  # a frozen device or a cut network: no FIN, only silence
     try:
         started = time.monotonic()
-        c.wait_for(lambda: c.status["ka"].state == "offline", 10, "offline")
+        c.wait_for(lambda: c.status["ka"].state == "offline", 15, "offline")
         elapsed = time.monotonic() - started
     finally:
         agent.proc.send_signal(signal.SIGCONT)
-    assert elapsed <= 1.5 * 2 + 1.0, elapsed  # 1.5 x keepalive, plus the broker's one-second timer
+    # 1.5 x keepalive, plus the period at which Mosquitto 2.0 scans keepalives (a few seconds; see test_mqtt.py)
+    assert 0.8 <= elapsed <= 1.5 * 2 + 6.5, elapsed
     fleet.online("ka")  # it comes back by itself
     agent.kill()
     c.wait_for(lambda: c.status["ka"].state == "offline", 2, "offline after kill -9")

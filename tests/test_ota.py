@@ -43,7 +43,7 @@ from edge_sdk.ota import states
 from edge_sdk.ota.download import Cancelled
 from edge_sdk.ota.health import watch
 from mqtt_fixtures import mosquitto_broker_fixture  # noqa: F401  (the mosquitto_broker fixture)
-from ota_fixtures import bundle_variant, make_bundles, tampered_copy
+from ota_fixtures import RESTART_OUTCOMES, bundle_variant, make_bundles, tampered_copy
 
 
 @pytest.fixture(scope="module")
@@ -421,13 +421,7 @@ def _interrupted(tmp_path, world, server, state: str) -> tuple[Device, OtaJob]:
     return Device(tmp_path / f"dev-{state}", world), job
 
 
-@pytest.mark.parametrize("state,outcome,version", [
-    ("downloading", "committed", "1.1.0"),
-    ("verifying", "committed", "1.1.0"),
-    ("staged", "committed", "1.1.0"),
-    ("activating", "failed", "1.0.0"),
-    ("health_check", "rolled_back", "1.0.0"),
-])
+@pytest.mark.parametrize("state,outcome,version", RESTART_OUTCOMES)
 def test_restart_in_each_state_resumes_or_rolls_back(tmp_path, world, server, state, outcome, version):
     d, job = _interrupted(tmp_path, world, server, state)
     try:

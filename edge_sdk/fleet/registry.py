@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from edge_sdk.mqtt.client import MqttClient
-from edge_sdk.mqtt.schemas import OtaProgress, PayloadError, Status, Telemetry
-from edge_sdk.mqtt.topics import TopicError
+from edge_sdk.mqtt.schemas import OtaProgress, Status, Telemetry, receive
 
 log = logging.getLogger(__name__)
 
@@ -177,13 +176,11 @@ class FleetMonitor:
 
     def _handle(self, message_type, store, then):
         def handler(topic: str, payload: bytes) -> None:
-            try:
-                device = self.client.topics.parse(topic).target
-                message = message_type.from_payload(payload)
-            except (PayloadError, TopicError) as exc:
+            received = receive(self.client.topics, message_type, topic, payload, log)
+            if received is None:
                 self.malformed += 1
-                log.warning("ignored a malformed message on %s: %s", topic, exc)
                 return
+            device, message = received
             if getattr(message, "device_id", device) != device:
                 self.malformed += 1
                 log.warning("ignored a message on %s that names device %r", topic, message.device_id)

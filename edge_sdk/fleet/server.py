@@ -22,8 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from edge_sdk.mqtt.client import MqttClient
-from edge_sdk.mqtt.schemas import ChunkData, ChunkRequest, PayloadError
-from edge_sdk.mqtt.topics import TopicError
+from edge_sdk.mqtt.schemas import ChunkData, ChunkRequest, receive
 from edge_sdk.ota.manager import file_sha256
 
 log = logging.getLogger(__name__)
@@ -211,13 +210,11 @@ class ChunkServer:
         return payload
 
     def _on_request(self, topic: str, payload: bytes) -> None:
-        try:
-            device = self._client.topics.parse(topic).target
-            request = ChunkRequest.from_payload(payload)
-        except (TopicError, PayloadError) as exc:
+        received = receive(self._client.topics, ChunkRequest, topic, payload, log)
+        if received is None:
             self.refused += 1
-            log.warning("ignored a chunk request on %s: %s", topic, exc)
             return
+        device, request = received
         with self._lock:
             job = self._jobs.get(request.job_id)
         if job is None or request.offset >= job[1]:

@@ -529,6 +529,21 @@ TOPIC_MESSAGES: dict[str, type] = {
 Message = Status | Telemetry | OtaJob | OtaProgress | ChunkRequest | ChunkData
 
 
+def receive(topics, message_type: type, topic: str, payload: bytes, logger) -> tuple[str, Any] | None:
+    """``(device or group id, message)`` of a payload that arrived on ``topic``, for message handlers.
+
+    A topic outside the tree or a payload that is not a valid ``message_type``
+    is logged on ``logger`` as ignored and gives ``None``: a handler never
+    raises on what a peer sent.
+    """
+    try:
+        target = topics.parse(topic).target
+        return target, message_type.from_payload(payload)
+    except (PayloadError, TopicError) as exc:
+        logger.warning("ignored a malformed %s on %s (%d bytes): %s", message_type.TYPE, topic, len(payload), exc)
+        return None
+
+
 def decode(topic_kind: str, payload: bytes) -> Message:
     """Decode the payload of a topic of ``topic_kind`` (the first item of :meth:`Topics.parse`)."""
     try:
