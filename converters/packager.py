@@ -169,7 +169,9 @@ def package(
         target, gate = _gate(ctx, backend, source, recipe, calib, held_out, reference, device, spec)
         compat = _compatibility(ctx, target, device)
         arena = _arena(ctx, target, device) if device.is_microcontroller and compat.compatible else None
-        return _write(ctx, loaded, source, device, spec, target, gate, compat, held_out, key, Path(output), arena)
+        sizes = {"float_reference_bytes": len(reference.model), "model_bytes": len(target.model)}
+        return _write(ctx, loaded, source, device, spec, target, gate, compat, held_out, key, Path(output), arena,
+                      sizes)
 
 
 def _load_profile(profile: Any):
@@ -324,7 +326,7 @@ def _arena(ctx, target: Converted, device) -> int | None:
 
 @step("write signed bundle")
 def _write(ctx, original, source, device, spec, target, gate, compat, held_out, key, output: Path,
-           arena: int | None = None) -> PackageResult:
+           arena: int | None = None, sizes: dict | None = None) -> PackageResult:
     from edge_sdk.bundle.writer import utc_timestamp, write_bundle
 
     opts = ctx.options
@@ -352,6 +354,7 @@ def _write(ctx, original, source, device, spec, target, gate, compat, held_out, 
                          **({"converted_via": source.name} if source is not original else {})},
               "profile": device.id,
               "recipe": _recipe_dict(target.recipe), "gate": gate, "compatibility": compat_dict,
+              "sizes": sizes or {},
               "steps": ctx.steps, "converter": dict(target.details)}
     files["report.json"] = json.dumps(report, indent=2, sort_keys=True, default=str).encode()
     manifest = Manifest(

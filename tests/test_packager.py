@@ -64,6 +64,8 @@ def test_digits_cnn_packaged_for_tflite_profiles(tmp_path, keys, cnn, split, cal
     assert validation["quantized_accuracy"] > 0.9 and validation["samples"] >= 80
     assert {"float_latency_ms", "quantized_latency_ms", "quantized_is_slower"} <= set(validation)
     assert result.report["compatibility"]["compatible"]
+    sizes = result.report["sizes"]
+    assert sizes["model_bytes"] < sizes["float_reference_bytes"] * (0.5 if quant == "int8" else 1.01)
     spec = manifest.inputs[0]
     from device_profiles import load_profile
 
