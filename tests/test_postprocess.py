@@ -351,6 +351,15 @@ def test_classification_auto_softmaxes_logits_but_not_probabilities():
     assert [c.score for c in _classify({"top_k": 2})([probs])] == pytest.approx([0.4, 0.3])
 
 
+def test_classification_auto_keeps_an_int8_softmax_output_as_probabilities():
+    # A full-integer softmax dequantized with scale 1/256: a confident answer sums to 255/256, not 1.
+    scores = np.array([255, 0, 0, 0], dtype=np.float32) / 256
+    result = _classify({"top_k": 2})([scores])
+    assert [c.score for c in result] == pytest.approx([255 / 256, 0.0])
+    spread = np.array([128, 64, 38, 25], dtype=np.float32) / 256  # sums to 255/256 as well
+    assert _classify({"top_k": 1})([spread])[0].score == pytest.approx(0.5)
+
+
 def test_classification_explicit_activations_and_threshold():
     logits = np.array([0.0, 2.0, -2.0, 1.0], dtype=np.float32)
     sig = _classify({"activation": "sigmoid", "score_threshold": 0.5})([logits])

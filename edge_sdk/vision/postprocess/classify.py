@@ -28,9 +28,19 @@ def is_distribution(scores: np.ndarray, tolerance: float = 1e-3) -> bool:
     return abs(float(np.sum(scores, dtype=np.float64)) - 1.0) <= tolerance
 
 
+#: How far one probability of an 8-bit quantized softmax (scale 1/256) may be from the true value: half a step.
+QUANTIZED_PROBABILITY_ERROR = 1.0 / 512
+
+
 def activate(scores: np.ndarray, activation: str) -> np.ndarray:
-    """Apply ``activation`` ("auto" softmaxes anything that is not already a distribution)."""
-    if activation == "softmax" or (activation == "auto" and not is_distribution(scores)):
+    """Apply ``activation`` ("auto" softmaxes anything that is not already a distribution).
+
+    An int8/uint8 softmax output, dequantized, sums to 1 only within half a
+    quantization step per class; "auto" accepts that as a distribution too
+    (a confident 0.996 must not be softmaxed again into 0.23).
+    """
+    tolerance = max(1e-3, scores.size * QUANTIZED_PROBABILITY_ERROR)
+    if activation == "softmax" or (activation == "auto" and not is_distribution(scores, tolerance)):
         return softmax(scores)
     if activation == "sigmoid":
         return sigmoid(scores)
