@@ -1,42 +1,105 @@
-"""``edge-sdk demo``: the quick start, end to end on what exists today.
+"""``edge-sdk demo``: the whole loop on one machine, on embedded defaults, in a few minutes.
 
-Steps: a development signing key; a real digit classifier trained on
-scikit-learn's shipped digits and written as ONNX; a signed bundle for the
-``generic-x86`` profile with a golden input; verification and extraction as a
-device does it, with the golden input run through ONNX Runtime when it is
-installed; ``inspect``; and the refusals a device gives a tampered bundle, a
-bundle for another board and a bundle signed by an unknown key.
+1. a development signing key (reused from the work directory on a second run);
+2. a small CNN trained on scikit-learn's handwritten digits (data shipped in the wheel), packaged for
+   ``raspberry-pi-4``: int8 with calibration images, the accuracy gate, the compatibility report, signed;
+3. an embedded MQTT broker, the bundle server and a device agent on loopback; the agent runs the pipeline on
+   a 25 fps stream of real digit images (the test split, never seen in training);
+4. live telemetry from the broker, with the accuracy on the labelled stream;
+5. version 2 (trained longer), deployed over the air: downloaded, verified, staged, hot-swapped, health-checked
+   and committed while the stream runs;
+6. version 3, a broken build (untrained weights shipped with a validated build's golden pair), deployed the
+   same way: the device's golden check refuses it before it serves a frame and the job rolls back;
+7. a summary table, and everything started is stopped.
 
-A second run reuses the key and the trained model from the work directory.
+Models and bundles are kept in the work directory and reused by the next run (``--fresh`` rebuilds).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import json
 import shutil
 import sys
+import threading
 import time
-from contextlib import redirect_stdout
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
-
 
 from edge_sdk.cli._output import human_bytes, step, table
 
-PROFILE = "generic-x86"
-VERSION = "1.0.0"
+PROFILE = "raspberry-pi-4"
+NAME = "digits-cnn"
+STEPS = 7
+STREAM_FPS = 25.0
+VERSIONS = {"1.0.0": 3, "1.1.0": 12}  # version -> training epochs
+
+
+_PRINT = threading.Lock()
+
+
+def say(text: str) -> None:
+    """One whole line on stdout: progress comes from the MQTT thread and the main thread at once."""
+    with _PRINT:
+        sys.stdout.write(f"      {text}\n")
+        sys.stdout.flush()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="run the quick-start demo end to end on embedded defaults",
-        description="Generates a development key, trains a digit classifier on scikit-learn's shipped digits, "
-        "packages it as a signed bundle, verifies it as a device would, and shows what a device refuses.",
+        help="run the quick-start demo: package, run, telemetry, OTA update and automatic rollback",
+        description="Trains a digit classifier on scikit-learn's shipped digits, packages it int8 for a "
+        "Raspberry Pi 4 profile, starts an embedded broker, a bundle server and a device agent on loopback, "
+        "shows live telemetry, deploys version 2 over the air and a broken version 3 that is rolled back. "
+        "Everything stays on this machine; everything started is stopped.",
     )
     p.add_argument("--workdir", type=Path, default=Path("demo-output"), help="where keys, models and bundles go")
     p.add_argument("--fresh", action="store_true", help="rebuild everything instead of reusing the work directory")
+    p.add_argument("--watch", type=float, default=6.0, help="seconds of telemetry shown per version (default 6)")
+    p.add_argument("--broker-engine", choices=("auto", "mosquitto", "python"), default="auto",
+                   help="the embedded broker: mosquitto when installed (auto), else the pure-Python amqtt")
     p.set_defaults(func=run_demo)
+
+
+@dataclass
+class Built:
+    version: str
+    path: Path
+    report: dict
+    reused: bool
+
+    @property
+    def validation(self) -> dict:
+        return self.report.get("gate", {}).get("validation", {})
+
+
+@dataclass
+class Stream:
+    """What the device's pipeline produced: accuracy per model version and the frame indices seen."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    correct: dict = field(default_factory=dict)
+    total: dict = field(default_factory=dict)
+    indices: list = field(default_factory=list)
+
+    def record(self, version: str, index: int, ok: bool) -> None:
+        with self.lock:
+            self.total[version] = self.total.get(version, 0) + 1
+            self.correct[version] = self.correct.get(version, 0) + int(ok)
+            self.indices.append(index)
+
+    def accuracy(self, version: str) -> tuple[float | None, int]:
+        with self.lock:
+            n = self.total.get(version, 0)
+            return (self.correct.get(version, 0) / n if n else None), n
+
+    def lost(self) -> tuple[int, int]:
+        """Frames missing between the first and the last result, and the frames seen."""
+        with self.lock:
+            seen = sorted(set(self.indices))
+        return (seen[-1] - seen[0] + 1 - len(seen), len(seen)) if seen else (0, 0)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -45,176 +108,260 @@ def run_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    key_id = _keys(work)
-    model_path, split, classifier = _model(work)
-    bundle_path = _package(work, model_path, split, classifier, key_id)
-    golden_error, run_stats = _verify_as_device(work, bundle_path, split)
-    _inspect(work, bundle_path)
-    refusals = _refusals(work, bundle_path)
-    _summary(work, bundle_path, classifier, split, golden_error, run_stats, refusals, time.perf_counter() - started)
-    return 0
+    key = _keys(work)
+    split = _data(work)
+    step(f"[2/{STEPS}] building {NAME} {', '.join(VERSIONS)} and a deliberately broken 1.2.0 for {PROFILE} "
+         "(reused when already built)")
+    built = {version: _build(work, split, key, version, epochs) for version, epochs in VERSIONS.items()}
+    broken = _build_broken(work, split, key, built["1.1.0"])
+    with ExitStack() as stack:
+        fleet = _start(work, built["1.0.0"], stack, args.broker_engine)
+        _watch(fleet, args.watch, "1.0.0")
+        rollouts = {}
+        step(f"[5/{STEPS}] deploying {NAME} 1.1.0 over the air (trained longer) while the stream runs")
+        rollouts["1.1.0"] = _deploy(fleet, built["1.1.0"].path)
+        _watch(fleet, args.watch, "1.1.0")
+        step(f"[6/{STEPS}] deploying {NAME} 1.2.0, a broken build: untrained weights shipped with 1.1.0's golden pair")
+        rollouts["1.2.0"] = _deploy(fleet, broken.path)
+        _watch(fleet, min(args.watch, 3.0), "1.1.0")
+        running = fleet.agent.host.running().version
+        lost = fleet.stream.lost()
+    _summary(work, built, broken, rollouts, fleet, running, lost, time.perf_counter() - started)
+    return 0 if rollouts["1.1.0"] == "committed" and rollouts["1.2.0"] == "rolled_back" and not lost[0] else 1
 
 
-def _keys(work: Path) -> str:
+# -- building -------------------------------------------------------------------------------------
+
+
+def _keys(work: Path):
     from edge_sdk.bundle.signing import SigningKey, TrustStore, generate_keypair
 
     key_dir, trusted_dir = work / "keys", work / "trusted-keys"
     if (key_dir / "signing.key").exists():
-        step(f"[1/6] reusing development signing key in {key_dir}")
-        key_id = SigningKey.from_file(key_dir / "signing.key").key_id
+        step(f"[1/{STEPS}] reusing the development signing key in {key_dir}")
     else:
-        step(f"[1/6] generating a development Ed25519 signing key in {key_dir}")
-        key_id = generate_keypair(key_dir).key_id
+        step(f"[1/{STEPS}] generating a development Ed25519 signing key in {key_dir}")
+        generate_keypair(key_dir)
+    key = SigningKey.from_file(key_dir / "signing.key")
     TrustStore({}).add_file(key_dir / "signing.pub", trusted_dir)
-    print(f"      key id {key_id}; the device trusts {trusted_dir}")
-    return key_id
+    print(f"      key id {key.key_id}; the device trusts the keys in {trusted_dir}", flush=True)
+    return key
 
 
-def _model(work: Path):
-    from converters.samples import load_digits_split, softmax_to_onnx, train_softmax
+def _data(work: Path):
+    """The digits split; calibration images (train split) and the device's stream (test split) as PNG files."""
+    import cv2
+
+    from converters.samples import load_digits_split
 
     split = load_digits_split()
-    model_path = work / "models" / "digits.onnx"
-    step(f"[2/6] training a digit classifier on scikit-learn's digits ({len(split.train_labels)} train, "
-         f"{len(split.test_labels)} test images)")
-    classifier = train_softmax(split)
-    if not model_path.exists():
-        softmax_to_onnx(classifier, model_path)
-    print(f"      test accuracy {classifier.accuracy(split.test_images, split.test_labels):.1%}; "
-          f"ONNX model {model_path} ({human_bytes(model_path.stat().st_size)})")
-    return model_path, split, classifier
+    for folder, images, labels in (("calibration", split.train_images[:400], split.train_labels[:400]),
+                                   ("stream", split.test_images, split.test_labels)):
+        directory = work / folder
+        if directory.is_dir() and sum(1 for _ in directory.rglob("*.png")) == len(labels):
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        for i, (image, label) in enumerate(zip(images, labels)):
+            target = directory / str(label) / f"{i:04d}.png" if folder == "calibration" else \
+                directory / f"{i:04d}_{label}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(target), image)
+    return split
 
 
-def _package(work: Path, model_path: Path, split, classifier, key_id: str) -> Path:
-    from converters.samples import softmax_bundle
-    from edge_sdk.bundle import SigningKey
-
-    step(f"[3/6] packaging a signed bundle for profile {PROFILE!r}")
-    key = SigningKey.from_file(work / "keys" / "signing.key")
-    (work / "bundles").mkdir(exist_ok=True)
-    path = softmax_bundle(classifier, split, work / "bundles", key, version=VERSION, profile=PROFILE,
-                          metadata={"trainer": "edge-sdk demo softmax regression"})
-    print(f"      {path} ({human_bytes(path.stat().st_size)}), signed by {key_id}")
-    return path
-
-
-def _verify_as_device(work: Path, bundle_path: Path, split) -> tuple[float | None, dict | None]:
-    """Verify + install the bundle, then run it the way a device does: edge_sdk.load and the pipeline."""
-    from device_profiles import load_profile
+def _reusable(path: Path, trusted: Path) -> dict | None:
     from edge_sdk.bundle import open_bundle
-
-    step("[4/6] verifying, installing and running the bundle as a device does")
-    t0 = time.perf_counter()
-    bundle = open_bundle(bundle_path, trusted=work / "trusted-keys", profile=load_profile(PROFILE),
-                         extract_to=work / "device" / "active", overwrite=True)
-    print(f"      verified (signature, hashes, names, profile) in {1000 * (time.perf_counter() - t0):.1f} ms; "
-          f"installed into {bundle.directory}")
-    try:
-        import onnxruntime  # noqa: F401  (the engine generic-x86 runs)
-    except ImportError:
-        print("      (onnxruntime not installed: pip install 'edge-deploy-sdk[onnxruntime]' to run the model)")
-        return None, None
-    import edge_sdk
-    from edge_sdk.vision.pipeline import Pipeline
-    from edge_sdk.vision.sources import ArraySource
-
-    with edge_sdk.load(bundle_path, trusted=work / "trusted-keys", profile=PROFILE) as model:
-        error = model.golden_check()
-        verdict = "matches" if error <= 1.0 else "DOES NOT match"
-        print(f"      {model!r}: golden input {verdict} its expected output ({error:.2g} of the tolerance)")
-        correct = []
-        labels = {i: int(label) for i, label in enumerate(split.test_labels)}
-        stats = Pipeline(model, [ArraySource(list(split.test_images), name="digits")],
-                         on_result=lambda frame, p: correct.append(p.top.index == labels[frame.index])).run()
-    stats["accuracy"] = sum(correct) / max(1, len(correct))
-    lat = stats["latency_ms"]
-    print(f"      pipeline over {stats['frames_out']} real digit images: accuracy {stats['accuracy']:.1%}, "
-          f"{stats['fps']:.0f} fps, latency p50 {lat['p50']:.2f} ms p99 {lat['p99']:.2f} ms, "
-          f"{stats['dropped']} dropped")
-    return error, stats
-
-
-def _inspect(work: Path, bundle_path: Path) -> None:
-    from edge_sdk.cli import inspect
-
-    step(f"[5/6] edge-sdk inspect {bundle_path.name} --trusted-dir {work / 'trusted-keys'}")
-    args = argparse.Namespace(bundle=bundle_path, trusted_dir=work / "trusted-keys", profile=None, json=False)
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        inspect.run(args)
-    sys.stdout.write("".join(f"      {line}\n" for line in buf.getvalue().splitlines()))
-
-
-def _refusals(work: Path, bundle_path: Path) -> list[tuple[str, str]]:
-    """Three bad bundles a device must refuse, with the reason it gives."""
-    from edge_sdk.bundle import SigningKey, open_bundle
-    from edge_sdk.bundle.reader import VerifiedBundle
-    from edge_sdk.bundle.writer import write_bundle
     from edge_sdk.errors import EdgeSDKError
 
-    step("[6/6] showing what a device refuses (the installed model stays in place)")
-    bad = work / "refused"
-    bad.mkdir(exist_ok=True)
-    good: VerifiedBundle = open_bundle(bundle_path, trusted=work / "trusted-keys")
-
-    tampered = bad / "tampered.edgepkg"
-    data = bytearray(bundle_path.read_bytes())
-    data[_middle_of_entry(bundle_path, good.manifest.model)] ^= 0x01
-    tampered.write_bytes(bytes(data))
-
-    files = {e.name: good.read(e.name) for e in good.manifest.files}
-    stranger = write_bundle(good.manifest, files, bad / "untrusted-signer.edgepkg", SigningKey.generate())
-
-    cases = [
-        ("one bit flipped in the model", tampered, "generic-x86"),
-        ("built for generic-x86, opened on a raspberry-pi-4", bundle_path, "raspberry-pi-4"),
-        ("signed by a key the device does not trust", stranger, "generic-x86"),
-    ]
-    results = []
-    for what, path, device in cases:
-        try:
-            open_bundle(path, trusted=work / "trusted-keys", profile=device)
-        except EdgeSDKError as exc:
-            results.append((what, str(exc).replace(str(work) + "/", "")))
-        else:
-            results.append((what, "ACCEPTED (this is a bug)"))
-    for what, reason in results:
-        print(f"      refused: {what}\n               -> {reason}")
-    return results
+    if not path.exists():
+        return None
+    try:
+        return json.loads(open_bundle(path, trusted=trusted).read("report.json"))
+    except (EdgeSDKError, KeyError, ValueError):
+        return None
 
 
-def _middle_of_entry(bundle_path: Path, name: str) -> int:
-    """The file offset of the middle byte of a stored entry's data."""
-    import struct
+def _build(work: Path, split, key, version: str, epochs: int) -> Built:
+    from converters import package
+    from converters.samples import DIGIT_LABELS, train_digits_cnn
+
+    path = work / "bundles" / f"{NAME}-{version}-{PROFILE}.edgepkg"
+    report = _reusable(path, work / "trusted-keys")
+    if report is not None:
+        print(f"      {version}: reusing {path} (signed, verified)", flush=True)
+        return Built(version, path, report, True)
+    print(f"      {version}: training the digits CNN ({epochs} epochs on {len(split.train_labels)} images), then "
+          f"packaging it int8 with calibration images, the accuracy gate and the compatibility check", flush=True)
+    model = train_digits_cnn(split, epochs=epochs)
+    result = package(model, PROFILE, work / "calibration", output=path, signing_key=key, labels=DIGIT_LABELS,
+                     name=NAME, version=version, max_accuracy_drop=1.0,
+                     progress=lambda name: print(f"        - {name}", flush=True))
+    v = result.report["gate"]["validation"]
+    print(f"      {path.name}: {human_bytes(path.stat().st_size)}, int8 accuracy {v['quantized_accuracy']:.1%} vs "
+          f"float {v['float_accuracy']:.1%} on {v['samples']} held-out images; compatible with {PROFILE}: "
+          f"{result.report['compatibility']['compatible']}", flush=True)
+    return Built(version, path, result.report, False)
+
+
+def _build_broken(work: Path, split, key, good: Built) -> Built:
+    """A signed 1.2.0 whose model is an untrained network but whose golden pair is the good build's."""
     import zipfile
+    from dataclasses import replace
 
-    with zipfile.ZipFile(bundle_path) as zf:
-        info = zf.getinfo(name)
-    with open(bundle_path, "rb") as fh:
-        fh.seek(info.header_offset + 26)
-        name_len, extra_len = struct.unpack("<HH", fh.read(4))
-    return info.header_offset + 30 + name_len + extra_len + info.compress_size // 2
+    from converters import package
+    from converters.samples import DIGIT_LABELS, train_digits_cnn
+    from edge_sdk.bundle import Manifest, write_bundle
+
+    path = work / "bundles" / f"{NAME}-1.2.0-{PROFILE}.edgepkg"
+    report = _reusable(path, work / "trusted-keys")
+    if report is not None:
+        print(f"      1.2.0: reusing {path} (broken on purpose)", flush=True)
+        return Built("1.2.0", path, report, True)
+    print("      1.2.0: packaging an untrained network and giving it 1.1.0's golden pair (broken on purpose)",
+          flush=True)
+    untrained = package(train_digits_cnn(split, epochs=0), PROFILE, work / "calibration", output=work / "build",
+                        signing_key=key, labels=DIGIT_LABELS, name=NAME, version="1.2.0", max_accuracy_drop=100.0)
+    with zipfile.ZipFile(untrained.path) as bad, zipfile.ZipFile(good.path) as ok:
+        manifest = Manifest.from_bytes(bad.read("manifest.json"))
+        files = {e.name: (ok if e.role == "golden" else bad).read(e.name) for e in manifest.files}
+    write_bundle(replace(manifest, metadata={"demo": "broken on purpose"}), files, path, key)
+    shutil.rmtree(work / "build", ignore_errors=True)
+    return Built("1.2.0", path, untrained.report, False)
 
 
-def _summary(work, bundle_path, classifier, split, golden_error, run_stats, refusals, seconds) -> None:
-    print()
-    rows = [
-        ("model", f"digits softmax classifier, test accuracy {classifier.accuracy(split.test_images, split.test_labels):.1%}"),
-        ("bundle", str(bundle_path.relative_to(work.parent) if work.parent in bundle_path.parents else bundle_path)),
-        ("signing key", str(work / "keys" / "signing.key")),
-        ("trusted keys", str(work / "trusted-keys")),
-        ("golden check", "skipped" if golden_error is None else
-         ("passed" if golden_error <= 1.0 else "FAILED") + f" ({golden_error:.2g} of the tolerance)"),
-        ("on-device run", "skipped" if run_stats is None else
-         f"{run_stats['frames_out']} frames, accuracy {run_stats['accuracy']:.1%}, "
-         f"p50 {run_stats['latency_ms']['p50']:.2f} ms, {run_stats['dropped']} dropped"),
-        ("bad bundles refused", f"{sum(1 for _, r in refusals if 'ACCEPTED' not in r)}/{len(refusals)}"),
-        ("time", f"{seconds:.1f} s"),
-    ]
-    table(rows, ("demo", "result"))
-    print(
-        "\nnext: edge-sdk inspect {b} --trusted-dir {t}\n"
-        "      edge-sdk bench {b} --trusted-dir {t} --vs-bare\n"
-        "      edge-sdk profiles list\n"
-        "      edge-sdk keys generate --help".format(b=bundle_path, t=work / "trusted-keys")
-    )
+# -- the device and the fleet ---------------------------------------------------------------------
+
+
+@dataclass
+class Fleet:
+    agent: object
+    server: object
+    client: object
+    registry: object
+    stream: Stream
+    telemetry: list
+    progress: list
+    holder: list
+
+
+def _start(work: Path, first: Built, stack: ExitStack, engine: str = "auto") -> Fleet:
+    from edge_sdk.agent import Agent, AgentConfig
+    from edge_sdk.fleet import BundleServer, FleetMonitor, Registry
+    from edge_sdk.mqtt import MqttClient, MqttConfig, Telemetry
+    from edge_sdk.mqtt.broker import EmbeddedBroker
+    from edge_sdk.ota.health import HealthPolicy
+
+    step(f"[3/{STEPS}] starting an embedded MQTT broker, the bundle server and a device agent (loopback only)")
+    broker = stack.enter_context(EmbeddedBroker(port=0, engine=engine))
+    server = stack.enter_context(BundleServer())
+    device_dir = work / "device"
+    shutil.rmtree(device_dir, ignore_errors=True)  # a fresh device every run: it boots on 1.0.0
+    stream = Stream()
+
+    def on_result(frame, prediction) -> None:
+        truth = Path(frame.path or "").stem.rpartition("_")[2]
+        top = prediction.top
+        stream.record(agent.host.running().version, frame.index, top is not None and top.label == truth)
+
+    agent = Agent(AgentConfig(
+        device_id="demo-pi", profile=PROFILE, mqtt=MqttConfig.from_url(broker.url, keepalive=10),
+        state_dir=device_dir, groups=("demo",), trusted_dir=work / "trusted-keys", initial_bundle=first.path,
+        source=str(work / "stream"), source_fps=STREAM_FPS, telemetry_interval_s=1.0,
+        health=HealthPolicy(window_s=3.0),
+    ), on_result=on_result)
+    stack.callback(agent.stop)
+    agent.start()
+    registry = Registry(work / "fleet.db")
+    stack.callback(registry.close)
+    telemetry: list = []
+    progress: list = []
+    holder: list = []
+    client = MqttClient(MqttConfig.from_url(broker.url, client_id="demo-fleet"))
+
+    def on_progress(p) -> None:
+        progress.append(p)
+        say(f"device {p.device_id}: {p.state:<12} {p.bytes_done:>7}/{p.bytes_total} bytes"
+            + (f"  ({p.error})" if p.error else ""))
+        if holder:
+            holder[0].on_progress(p)
+
+    FleetMonitor(client, registry, on_progress=on_progress)
+    client.subscribe(client.topics.subscription("telemetry"),
+                     lambda topic, payload: telemetry.append(Telemetry.from_payload(payload)))
+    client.start()
+    stack.callback(client.close)
+    client.wait_connected(10)
+    print(f"      broker {broker.url} ({broker.kind}), bundles served at http://127.0.0.1:{server.port}/, "
+          f"agent 'demo-pi' running {NAME} 1.0.0 from {device_dir}", flush=True)
+    print(f"      the pipeline reads {work / 'stream'} (real handwritten digits) at {STREAM_FPS:g} fps", flush=True)
+    return Fleet(agent, server, client, registry, stream, telemetry, progress, holder)
+
+
+def _watch(fleet: Fleet, seconds: float, version: str) -> None:
+    if version == "1.0.0":
+        step(f"[4/{STEPS}] live telemetry from the broker (every second), accuracy on the labelled stream")
+    seen = len(fleet.telemetry)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        while seen < len(fleet.telemetry):
+            t = fleet.telemetry[seen]
+            seen += 1
+            accuracy, n = fleet.stream.accuracy(t.model_version or "")
+            shown = f"{accuracy:6.1%} of {n:>4} frames" if accuracy is not None else "   -"
+            say(f"telemetry  model {t.model_version}  fps {t.fps:5.1f}  latency p50 {t.latency_ms.p50:5.2f} ms "
+                f"p99 {t.latency_ms.p99:5.2f} ms  dropped {t.dropped}  errors {t.errors}  cpu {t.cpu_percent:4.0f}%"
+                f"  accuracy {shown}")
+
+
+def _deploy(fleet: Fleet, bundle: Path) -> str:
+    from edge_sdk.fleet import Rollout, bundle_ref
+
+    ref = bundle_ref(bundle, trusted=fleet.agent.trust)
+    rollout = Rollout(fleet.client, ref, fleet.server.add(bundle, ref.sha256), timeout_s=60,
+                      on_event=lambda text: say(f"rollout: {text}"))
+    fleet.holder[:] = [rollout]
+    result = rollout.run(["demo-pi"])
+    fleet.holder.clear()
+    return result.outcomes["demo-pi"].state
+
+
+def _summary(work, built, broken, rollouts, fleet, running, lost, seconds) -> None:
+    step(f"[7/{STEPS}] summary (everything started was stopped)")
+    latencies = {}
+    for t in fleet.telemetry:
+        if t.frames:
+            latencies.setdefault(t.model_version, []).append((t.latency_ms.p50, t.latency_ms.p99))
+    rows = []
+    for version, b in built.items():
+        v, sizes = b.validation, b.report.get("sizes", {})
+        accuracy, n = fleet.stream.accuracy(version)
+        lat = latencies.get(version) or [(0.0, 0.0)]
+        p50 = sorted(x[0] for x in lat)[len(lat) // 2]
+        p99 = max(x[1] for x in lat)
+        rows.append((f"{NAME} {version}", human_bytes(sizes.get("float_reference_bytes")),
+                     human_bytes(sizes.get("model_bytes")), f"{v.get('float_accuracy', 0):.1%}",
+                     f"{v.get('quantized_accuracy', 0):.1%}", f"{accuracy:.1%} ({n})" if accuracy is not None else "-",
+                     f"{p50:.2f} / {p99:.2f}", rollouts.get(version, "initial install")))
+    rows.append((f"{NAME} 1.2.0 (broken)", "-", human_bytes(broken.report.get("sizes", {}).get("model_bytes")),
+                 "-", "-", "never served", "-", rollouts["1.2.0"]))
+    table(rows, ("bundle", "float size", "int8 size", "float acc", "int8 acc", "stream acc (frames)",
+                 "p50 / p99 ms", "OTA result"))
+    why = next((p.error for p in reversed(fleet.progress) if p.state == "rolled_back"), None)
+    print(f"\n  running now: {NAME} {running}; 1.2.0 rolled back because: {why}")
+    print(f"  frames lost during the two updates: {lost[0]} of {lost[1]} (goal 0)")
+    print(f"  bundles: {work / 'bundles'}\n  signing key: {work / 'keys' / 'signing.key'} (development only; "
+          f"devices trust {work / 'trusted-keys'})\n  device state (slots, OTA record, outbox): {work / 'device'}")
+    print(f"  demo took {seconds:.0f} s\n\n  next, try:")
+    bundle = built["1.1.0"].path
+    for command in (
+        f"edge-sdk inspect {bundle} --trusted-dir {work / 'trusted-keys'}",
+        f"edge-sdk bench {bundle} --trusted-dir {work / 'trusted-keys'} --vs-bare",
+        f"edge-sdk run {bundle} --source {work / 'stream'} --trusted-dir {work / 'trusted-keys'} --max-frames 100",
+        "edge-sdk broker   # then, in other terminals:",
+        f"edge-sdk agent --device-id pi-1 --profile {PROFILE} --bundle {built['1.0.0'].path} "
+        f"--source {work / 'stream'} --fps 10 --trusted-dir {work / 'trusted-keys'} --state-dir /tmp/pi-1",
+        f"edge-sdk deploy {bundle} --device pi-1 --trusted-dir {work / 'trusted-keys'}",
+        "edge-sdk fleet status",
+    ):
+        print(f"    {command}")

@@ -208,6 +208,8 @@ class _QuietReconnects(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.ERROR and str(record.msg).startswith("Client is not connected"):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            # The level check already passed at ERROR: emit the downgraded record only where DEBUG is wanted.
+            return _paho_logger.isEnabledFor(logging.DEBUG)
         return True
 
 
