@@ -39,7 +39,10 @@ def test_run_max_frames_and_missing_source(tmp_path, keys, digits, capsys):
     code = main(["run", str(bundle), "--trusted-dir", str(keys.trusted_dir), "--source", str(frames),
                  "--max-frames", "10", "--json"])
     stats = json.loads(capsys.readouterr().out)
-    assert code == 0 and 10 <= stats["frames_out"] <= 40
+    assert code == 0 and stats["frames_out"] == 10  # exact, however fast the model is
+    code = main(["run", str(bundle), "--trusted-dir", str(keys.trusted_dir), "--source", str(frames),
+                 "--source", str(frames), "--max-frames", "25", "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["frames_out"] == 25  # one budget for all sources
     code = main(["run", str(bundle), "--trusted-dir", str(keys.trusted_dir), "--source", str(tmp_path / "nope.mp4")])
     assert code == 1 and "nope.mp4" in capsys.readouterr().err
 

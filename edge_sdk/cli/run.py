@@ -43,16 +43,11 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     with model:
         sources = [open_source(spec, loop=args.loop) if _is_video(spec) else open_source(spec) for spec in args.source]
+        if args.max_frames is not None:  # exact: the sources stop handing out frames at the limit
+            budget = _Budget(args.max_frames)
+            sources = [_Limited(source, budget) for source in sources]
         sinks = [open_sink(spec) for spec in args.sink]
-        enough = threading.Event()
-        count = [0]
-
-        def on_result(frame, prediction) -> None:
-            count[0] += 1
-            if args.max_frames is not None and count[0] >= args.max_frames:
-                enough.set()
-
-        pipeline = Pipeline(model, sources, sinks, config, on_result=on_result)
+        pipeline = Pipeline(model, sources, sinks, config)
         if not args.json:
             print(f"running {model!r} on {', '.join(s.name for s in sources)}", file=sys.stderr)
         deadline = time.monotonic() + args.duration if args.duration else None
@@ -62,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             while not pipeline.wait(timeout=1.0):
                 if not args.json:
                     _progress(pipeline)
-                if enough.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                if deadline is not None and time.monotonic() >= deadline:
                     break
         except KeyboardInterrupt:
             interrupted = True
@@ -74,6 +69,52 @@ def run(args: argparse.Namespace) -> int:
     else:
         _progress(pipeline, final=True)
     return 130 if interrupted else 0
+
+
+class _Budget:
+    """Frames left to hand out, shared by all the sources of one run."""
+
+    def __init__(self, frames: int) -> None:
+        self.left = frames
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True
+
+
+class _Limited:
+    """A source that ends once the run's frame budget is spent (``--max-frames``)."""
+
+    def __init__(self, source, budget: _Budget) -> None:
+        self._source = source
+        self._budget = budget
+
+    def __getattr__(self, name: str):  # name, live, frames_read, frames_dropped, ... of the wrapped source
+        return getattr(self._source, name)
+
+    def open(self) -> None:
+        self._source.open()
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def read(self):
+        return self._source.read() if self._budget.take() else None
+
+    def __iter__(self):
+        while (frame := self.read()) is not None:
+            yield frame
 
 
 def _is_video(spec: str) -> bool:
