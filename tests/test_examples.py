@@ -1,0 +1,108 @@
+"""Every script in examples/ run as a user runs it (a subprocess), and its real outputs checked: the bundles
+verify and classify, the annotated video has the frames, telemetry arrived, the canaries committed, the
+firmware files hold what the report says."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_sdk.bundle import open_bundle
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
+
+pytestmark = pytest.mark.slow
+
+
+def needs(*modules: str):
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)}")
+
+
+def run_example(script: str, workdir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(EXAMPLES / script), "--workdir", str(workdir), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=workdir.parent)
+    assert done.returncode == 0, f"{script} exited {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from converters.samples import load_digits_split
+
+    return load_digits_split()
+
+
+def _accuracy(bundle: Path, trusted: Path, images, labels) -> float:
+    import edge_sdk
+
+    with edge_sdk.load(bundle, trusted=trusted, allow_cpu_fallback=True) as model:
+        return float(np.mean([model.predict(image).top.index == label for image, label in zip(images, labels)]))
+
+
+# -- the index ----------------------------------------------------------------------------------
+
+
+def test_every_example_is_in_the_index():
+    index = (EXAMPLES / "README.md").read_text()
+    assert SCRIPTS and sorted(re.findall(r"`python examples/(\w+\.py)`", index)) == SCRIPTS
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_example_explains_itself(script):
+    done = subprocess.run([sys.executable, str(EXAMPLES / script), "--help"], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "--workdir" in done.stdout and "Needs:" in done.stdout
+
+
+# -- packaging ----------------------------------------------------------------------------------
+
+
+@needs("tensorflow", "ai_edge_litert")
+def test_package_keras(tmp_path, digits):
+    work = tmp_path / "keras"
+    out = run_example("package_keras.py", work).stdout
+    trusted = work / "trusted-keys"
+    bundles = {mode: work / "bundles" / mode / "digits-1.0.0-raspberry-pi-4.edgepkg" for mode in ("float32", "int8")}
+    verified = {mode: open_bundle(path, trusted=trusted, profile="raspberry-pi-4") for mode, path in bundles.items()}
+    manifest = verified["int8"].manifest
+    assert (manifest.format, manifest.quantization["mode"], manifest.engine) == ("tflite", "int8", "litert")
+    assert verified["float32"].manifest.quantization["mode"] == "float32"
+    sizes = {mode: v.manifest.file("model.tflite").size for mode, v in verified.items()}
+    assert sizes["int8"] < 0.4 * sizes["float32"]
+    report = json.loads(verified["int8"].read("report.json"))
+    validation = report["gate"]["validation"]
+    assert report["gate"]["passed"] and validation["samples"] == 90
+    assert validation["float_accuracy"] > 0.85 and validation["quantized_accuracy"] > 0.85
+    assert f"int8 {validation['quantized_accuracy']:.1%}" in out
+    # The example's own check (12 unseen digits) and ours on every test digit the calibration did not use.
+    assert int(re.search(r"(\d+) of 12 correct", out).group(1)) >= 10
+    assert _accuracy(bundles["int8"], trusted, digits.test_images[300:], digits.test_labels[300:]) > 0.85
+    # Scores are probabilities: the int8 softmax output is not softmaxed a second time.
+    assert max(float(s) for s in re.findall(r"^\d\s+\d\s+(\d\.\d\d)$", out, re.M)) > 0.9
+
+
+@needs("onnx", "onnxruntime")
+@pytest.mark.parametrize("profile, activations", [("generic-x86", "uint8"), ("jetson-orin-nano", "int8")])
+def test_package_onnx(tmp_path, digits, profile, activations):
+    work = tmp_path / "onnx"
+    run_example("package_onnx.py", work, "--profile", profile)
+    images = sorted((work / "calibration").rglob("*.png"))
+    assert len(images) == 300 and {p.parent.name for p in images} == {str(d) for d in range(10)}
+    bundle = work / "bundles" / f"digits-1.0.0-{profile}.edgepkg"
+    verified = open_bundle(bundle, trusted=work / "trusted-keys", profile=profile)
+    assert verified.manifest.format == "onnx" and verified.manifest.quantization["activation_type"] == activations
+    report = json.loads(verified.read("report.json"))
+    assert report["gate"]["passed"] and report["source"]["kind"] == "onnx"
+    assert report["gate"]["validation"]["quantized_accuracy"] > 0.85
+    assert _accuracy(bundle, work / "trusted-keys", digits.test_images[300:], digits.test_labels[300:]) > 0.85
