@@ -194,3 +194,28 @@ def test_canary_deploy_on_a_given_broker(tmp_path, broker):
     for device in ("cam-1", "cam-2", "cam-3"):  # on disk, the active slot is the committed 1.1.0
         assert json.loads((work / "devices" / device / "active.json").read_text())["version"] == "1.1.0"
     assert "HALTED" in out.stdout and broker.url in out.stdout
+
+
+# -- microcontrollers ---------------------------------------------------------------------------
+
+
+@needs("tensorflow", "tflite_micro", "ai_edge_litert")
+def test_export_mcu(tmp_path):
+    work = tmp_path / "mcu"
+    out = run_example("export_mcu.py", work).stdout
+    firmware = work / "firmware" / "esp32-s3"
+    report = json.loads((firmware / "firmware.json").read_text())
+    arena = report["arena"]
+    assert report["fit"]["compatible"] and report["verification"]["ok"]
+    assert arena["measured_bytes"] < arena["recommended_bytes"] < arena["naive_bytes"] / 10
+    config = (firmware / "src" / "model_config.h").read_text()
+    assert f"constexpr size_t kTensorArenaSize = {arena['recommended_bytes']};" in config
+    assert "[env:esp32-s3]" in (firmware / "platformio.ini").read_text()
+    listed = re.findall(r"^(\S+\.(?:h|cc|ini|txt|yml|md|json))\s+\d", out, re.M)
+    assert {"src/model_data.cc", "src/model_ops.h", "src/main.cc", "platformio.ini"} <= set(listed)
+    assert all((firmware / name).is_file() for name in listed)
+    # The C array is the bundle's model, byte for byte.
+    bundle = open_bundle(work / "bundles" / "digits-1.0.0-esp32-s3.edgepkg", trusted=work / "trusted-keys")
+    array = (firmware / "src" / "model_data.cc").read_text().split("kModelData[] = {", 1)[1].split("};", 1)[0]
+    assert bytes(int(h, 16) for h in re.findall(r"0x([0-9a-f]{2})", array)) == bundle.read("model.tflite")
+    assert f"{arena['recommended_bytes']:,} B" in out and f"{arena['naive_bytes']:,} B" in out
