@@ -91,6 +91,9 @@ class PackageOptions:
     allow_unsigned: bool = False
     force: bool = False  # package even when the compatibility check finds problems
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # entry name -> file: carried in the bundle, pinned by hash and signed like the model (e.g. a signed
+    # MCUboot firmware image under "firmware/", which an agent's install command flashes)
+    extra_files: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,10 @@ def _write(ctx, original, source, device, spec, target, gate, compat, held_out, 
     outputs = tuple(OutputSpec(o.name, tuple(o.shape), o.dtype, o.scale, o.zero_point if o.scale else None)
                     for o in target.outputs)
     files: dict[str, Any] = {model_name: target.model}
+    for name, source_file in opts.extra_files.items():
+        if name in files or name.startswith("golden/") or name in ("labels.txt", "report.json"):
+            raise ConversionError(original.name, f"extra file name {name!r} is taken by the bundle itself")
+        files[name] = Path(source_file)
     task = opts.task
     if opts.labels:
         files["labels.txt"] = ("\n".join(opts.labels) + "\n").encode()

@@ -69,6 +69,8 @@ class AgentConfig:
     chunk_bytes: int = 1024 * 1024
     chunk_window: int = 8
     hold: Mapping[str, float] = field(default_factory=dict)
+    install_command: str | None = None  # run on each verified update during its health check (see OtaManager)
+    install_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
         validate_id(self.device_id)
@@ -223,7 +225,8 @@ class Agent:
         self.chunks = ChunkDownloader(self, config.chunk_bytes, config.chunk_window)
         self.ota = OtaManager(self.state_dir, config.device_id, self.profile, self.trust, self.host, self._report,
                               chunks=self.chunks, policy=config.health, allow_unsigned=config.allow_unsigned,
-                              on_commit=self.publish_status, hold=config.hold)
+                              on_commit=self.publish_status, hold=config.hold,
+                              install_command=config.install_command, install_timeout_s=config.install_timeout_s)
         will = (self.topics.status(config.device_id), self._status("offline").to_payload(), 1, True)
         mqtt = config.mqtt if config.mqtt.client_id else config.mqtt.replace(client_id=f"edge-agent-{config.device_id}")
         self.client = MqttClient(mqtt, will=will)

@@ -65,12 +65,12 @@ def make_bundles(directory: Path, signing_key) -> Bundles:
                    build("1.1.0", profile="jetson-orin-nano"), build("1.1.5", extra_bytes=6 << 20), images)
 
 
-def bundle_variant(source: Path, output: Path, signing_key, drop=(), **changes) -> Path:
-    """A copy of ``source`` with manifest fields changed (and files dropped), signed by ``signing_key``."""
+def bundle_variant(source: Path, output: Path, signing_key, drop=(), add=None, **changes) -> Path:
+    """A copy of ``source`` with manifest fields changed, files dropped or added, signed by ``signing_key``."""
     with zipfile.ZipFile(source) as zf:
         manifest = Manifest.from_bytes(zf.read("manifest.json"))
         files = {e.name: zf.read(e.name) for e in manifest.files if e.name not in drop}
-    return write_bundle(replace(manifest, **changes), files, output, signing_key)
+    return write_bundle(replace(manifest, **changes), {**files, **(add or {})}, output, signing_key)
 
 
 class Collector:

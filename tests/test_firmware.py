@@ -8,6 +8,8 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import time
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -366,3 +368,55 @@ def test_cli_export_text_output(bundles, signer, tmp_path, capsys):
     naive = 10 * len(_model(bundles["esp32-s3"]))
     assert re.search(rf"arena:    \d+ bytes \(measured \d+ \+ margin \d+\); the 10x rule says {naive} ", out)
     assert "src/model_data.cc" in out and Counter(out.split())["FAIL"] == 0
+
+
+# --------------------------------------------------------------------------- firmware through OTA jobs
+
+
+def test_a_gateway_agent_flashes_the_signed_image_a_bundle_carries_and_rolls_back_a_bad_one(bundles, signer,
+                                                                                            tmp_path):
+    """An MCUboot image travels inside a bundle through an ordinary OTA job; the gateway's install command
+    verifies it with imgtool and "flashes" it (a directory stands in for the board: no board exists here)."""
+    from edge_sdk.agent import PipelineHost
+    from edge_sdk.fleet import BundleServer, bundle_ref
+    from edge_sdk.mqtt import OtaJob
+    from edge_sdk.ota import HealthPolicy, OtaManager
+    from ota_fixtures import bundle_variant
+
+    pair, trusted = signer
+    profile = load_profile("esp32-s3")
+    key = SigningKey.from_file(pair.private_path)
+    app = tmp_path / "app.bin"
+    app.write_bytes(np.random.default_rng(3).integers(0, 256, 32 * 1024, dtype=np.uint8).tobytes())
+    image = tmp_path / "app.signed.bin"
+    sign_image(app, pair.private_path, image, version="1.1.0", security_counter=2, profile=profile,
+               slot_size=0x100000)
+    tampered = bytearray(image.read_bytes())
+    tampered[0x200 + 1000] ^= 0x01  # inside the application, after the MCUboot header
+    v110 = bundle_variant(bundles["esp32-s3"], tmp_path / "fw-1.1.0.edgepkg", key, version="1.1.0",
+                          add={"firmware/app.signed.bin": image.read_bytes()})
+    v120 = bundle_variant(bundles["esp32-s3"], tmp_path / "fw-1.2.0.edgepkg", key, version="1.2.0",
+                          add={"firmware/app.signed.bin": bytes(tampered)})
+    flash = tmp_path / "board"
+    flash.mkdir()
+    command = (f'"{sys.executable}" -m edge_sdk firmware verify firmware/app.signed.bin --key "{pair.public_path}"'
+               f' && cp firmware/app.signed.bin "{flash}/slot1.bin"')
+    progress = []
+    host = PipelineHost(None)
+    manager = OtaManager(tmp_path / "gateway", "esp32-cam-1", profile, TrustStore.from_dir(trusted), host,
+                         progress.append, policy=HealthPolicy(window_s=0), install_command=command)
+    manager.install_initial(bundles["esp32-s3"])
+    host.swap(manager.load_active())
+    try:
+        with BundleServer() as server:
+            for path, job_id in ((v110, "fw-1"), (v120, "fw-2")):
+                ref = bundle_ref(path, trusted=trusted)
+                manager._begin(OtaJob(job_id, ref, server.add(path), False, time.time()))
+    finally:
+        host.stop()
+    first, second = ([p for p in progress if p.job_id == j][-1] for j in ("fw-1", "fw-2"))
+    assert first.state == "committed", first.error
+    assert (flash / "slot1.bin").read_bytes() == image.read_bytes()
+    assert second.state == "rolled_back" and "install command exited with status 1" in second.error
+    assert (flash / "slot1.bin").read_bytes() == image.read_bytes()  # the bad image never reached the board
+    assert manager.slots.active.version == "1.1.0"

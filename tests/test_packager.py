@@ -193,3 +193,21 @@ def test_onnx_model_packaged_for_a_tflite_profile_through_the_bridge(tmp_path, k
     assert result.report["gate"]["passed"]
     accuracy, golden = _accuracy(result.path, keys.trusted_dir, split)
     assert accuracy >= 0.9 and golden <= 1.0
+
+
+def test_extra_files_travel_hashed_and_signed_in_the_bundle(tmp_path, keys, cnn, calib_dir):
+    from edge_sdk.bundle import open_bundle
+
+    image = tmp_path / "app.signed.bin"
+    image.write_bytes(b"\x3d\xb8\xf3\x96" + bytes(range(256)) * 8)  # an MCUboot-looking blob
+    result = package(cnn, "raspberry-pi-4", calib_dir, output=tmp_path, signing_key=keys.key,
+                     extra_files={"firmware/app.signed.bin": image}, **PRE)
+    verified = open_bundle(result.path, trusted=keys.trust)
+    assert verified.read("firmware/app.signed.bin") == image.read_bytes()
+    assert verified.manifest.file("firmware/app.signed.bin").role == "extra"
+    with pytest.raises(ConversionError, match="'labels.txt' is taken by the bundle itself"):
+        package(cnn, "raspberry-pi-4", calib_dir, output=tmp_path / "x", signing_key=keys.key,
+                extra_files={"labels.txt": image}, **PRE)
+    with pytest.raises(SystemExit) as usage:
+        main(["package", "m.onnx", "--profile", "raspberry-pi-4", "--extra", "../escape=" + str(image)])
+    assert usage.value.code == 2

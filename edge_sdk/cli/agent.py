@@ -44,6 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="new p50 latency may be at most this times the old one (default 2)")
     h.add_argument("--max-errors", type=int, default=0, help="pipeline errors allowed in the window (default 0)")
     h.add_argument("--no-golden-required", action="store_true", help="accept bundles without a golden pair")
+    h.add_argument("--install-command", default=None, metavar="CMD",
+                   help="shell command run on each verified update before it commits, in the extracted bundle's "
+                   "directory with $EDGE_SDK_BUNDLE_DIR, $EDGE_SDK_VERSION, ...; non-zero exit rolls the update "
+                   "back (a gateway flashing the MCUboot image a bundle carries onto a microcontroller)")
+    h.add_argument("--install-timeout", type=positive_float, default=300.0, help="seconds (default 300)")
     p.add_argument("--allow-unsigned", action="store_true", help="accept unsigned bundles (development only)")
     add_trusted_dir(p)
     p.add_argument("--hold-at", action="append", default=[], type=_hold, metavar="STATE=SECONDS",
@@ -85,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         health=HealthPolicy(window_s=args.health_window, max_errors=args.max_errors,
                             max_latency_ratio=args.max_latency_ratio, require_golden=not args.no_golden_required),
         hold=dict(args.hold_at),
+        install_command=args.install_command,
+        install_timeout_s=args.install_timeout,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,6 +19,19 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _extra(text: str) -> tuple[str, Path]:
+    from edge_sdk.bundle.manifest import check_entry_name
+
+    name, _, path = text.partition("=")
+    problem = check_entry_name(name) if name else "no entry name"
+    if problem or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE with a plain relative entry name, got {text!r}"
+                                         + (f": {problem}" if problem else ""))
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"{path}: no such file")
+    return name, Path(path)
+
+
 def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(v) for v in text.split(","))
@@ -64,6 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--key", type=Path, default=None, help="signing key (default: the one 'keys generate' wrote)")
     p.add_argument("--allow-unsigned", action="store_true", help="write an unsigned development bundle")
     p.add_argument("--force", action="store_true", help="package even when the compatibility check finds problems")
+    p.add_argument("--extra", action="append", default=[], type=_extra, metavar="NAME=FILE",
+                   help="carry FILE in the bundle as entry NAME, hashed and signed with the model (repeatable), "
+                   "e.g. firmware/app.signed.bin=build/app.signed.bin")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -98,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         version=args.version,
         allow_unsigned=args.allow_unsigned,
         force=args.force,
+        extra_files=dict(args.extra),
     )
     progress = (lambda name: None) if args.json else (lambda name: step(name))
     # TensorFlow and Keras print to stdout while converting; keep stdout for our report / JSON.

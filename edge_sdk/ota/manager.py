@@ -79,6 +79,8 @@ class OtaManager:
         on_commit: Callable[[], None] | None = None,
         hold: Mapping[str, float] | None = None,
         free_disk_reserve: int = FREE_DISK_RESERVE,
+        install_command: str | None = None,
+        install_timeout_s: float = 300.0,
     ) -> None:
         self.root = Path(root)
         self.device_id = device_id
@@ -93,6 +95,8 @@ class OtaManager:
         self._on_commit = on_commit or (lambda: None)
         self._hold = dict(hold or {})
         self._reserve = free_disk_reserve
+        self.install_command = install_command
+        self.install_timeout_s = install_timeout_s
         self.store = StateStore(self.root / "ota.json")
         self.slots = Slots(self.root)
         self._jobs: queue.Queue = queue.Queue(maxsize=16)
@@ -362,7 +366,7 @@ class OtaManager:
         try:
             model.warmup(1)
             self._move(states.HEALTH_CHECK)
-            problem = golden_problem(model, self.policy)
+            problem = golden_problem(model, self.policy) or self._run_install_command(path, job)
             if problem is not None:
                 model.close()
                 self._roll_back(problem)
@@ -388,6 +392,41 @@ class OtaManager:
         log.info("job %s committed: %s %s runs from slot %s (health: %d frames, p50 %s ms)", job.job_id,
                  model.name, model.version, record.slot, result.frames, result.p50_after_ms)
         self._on_commit()
+
+    def _run_install_command(self, path: Path, job: OtaJob) -> str | None:
+        """Run the agent's install command on the verified, extracted bundle; why it failed, or ``None``.
+
+        This is how a bundle reaches what the agent does not run itself: a gateway flashing the signed
+        MCUboot image a bundle carries (``firmware/...``) onto a microcontroller with mcumgr, esptool or
+        dfu-util, and checking that it came up. A non-zero exit or a timeout fails the health check.
+        """
+        if not self.install_command:
+            return None
+        import os
+        import subprocess
+        import tempfile
+
+        active = self.slots.active
+        with tempfile.TemporaryDirectory(prefix="edge-sdk-install-", dir=self.root) as tmp:
+            extracted = Path(tmp) / "bundle"
+            open_bundle(path, trusted=self.trust, allow_unsigned=self.allow_unsigned, profile=self.profile,
+                        extract_to=extracted)
+            env = {**os.environ, "EDGE_SDK_BUNDLE": str(path), "EDGE_SDK_BUNDLE_DIR": str(extracted),
+                   "EDGE_SDK_JOB_ID": job.job_id, "EDGE_SDK_DEVICE_ID": self.device_id,
+                   "EDGE_SDK_NAME": job.bundle.name, "EDGE_SDK_VERSION": job.bundle.version,
+                   "EDGE_SDK_PREVIOUS_VERSION": active.version if active else ""}
+            log.info("job %s: running the install command: %s", job.job_id, self.install_command)
+            try:
+                done = subprocess.run(self.install_command, shell=True, env=env, cwd=extracted,
+                                      capture_output=True, text=True, timeout=self.install_timeout_s)
+            except subprocess.TimeoutExpired:
+                return f"install command did not finish within {self.install_timeout_s:g} s"
+        for line in (done.stdout + done.stderr).splitlines()[-20:]:
+            log.info("install command: %s", line)
+        if done.returncode != 0:
+            last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no output"]
+            return f"install command exited with status {done.returncode}: {last[0][:500]}"
+        return None
 
     def _roll_back(self, reason: str) -> None:
         log.warning("job %s rolled back: %s", self.store.record.job_id, reason)
