@@ -154,9 +154,12 @@ def main(args) -> int:
                                                     "after_1.2.0": after_bad}, indent=2, sort_keys=True))
     heading("done")
     print(f"   results: {work / 'rollouts.json'}; fleet registry: {work / 'fleet.db'}")
-    print(f"   the same from the shell:\n     edge-sdk deploy {bundles['1.1.0']} --group {GROUP} --canary "
-          f"{args.canary} --broker {url} --trusted-dir {trusted} --registry {work / 'fleet.db'}\n"
-          f"     edge-sdk fleet status --broker {url} --registry {work / 'fleet.db'}")
+    broker = args.broker or "mqtt://127.0.0.1:1883"  # the embedded broker is gone now: 'edge-sdk broker' is one
+    print("   the same from the shell (agents started with 'edge-sdk agent ... --group line-1'):\n"
+          + ("" if args.broker else "     edge-sdk broker &\n")
+          + f"     edge-sdk deploy {bundles['1.1.0']} --group {GROUP} --canary {args.canary} --broker {broker} "
+          f"--trusted-dir {trusted} --registry {work / 'fleet.db'}\n"
+          f"     edge-sdk fleet status --broker {broker} --registry {work / 'fleet.db'}")
     ok = (good["committed"] == len(DEVICES) and not good["halted"] and bad["halted"] and bad["committed"] == 0
           and after_bad == {d: "1.1.0" for d in DEVICES})
     return 0 if ok else 1
