@@ -22,6 +22,7 @@ cosine similarity for raw outputs).
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from converters.calibration import Samples
 from edge_sdk.bundle.manifest import TaskSpec
 from edge_sdk.runtime import EngineConfig, create_engine
 from edge_sdk.runtime.base import TensorInfo
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -158,12 +161,32 @@ def _agreement(name: str, floats: list[np.ndarray], quants: list[np.ndarray]) ->
     return OutputAgreement(name, cosine, float(diff.max()), float(diff.mean()))
 
 
+def _truth(samples: Samples, labels: Sequence[str]) -> np.ndarray | None:
+    """The samples' true classes as model output indices, or ``None`` when they cannot be known.
+
+    Class folders are matched to the model's labels by name (folder ``cat`` is the class labelled ``cat``,
+    wherever it sits in the label list). Without labels, the sorted folder names are taken as the classes in
+    order, which holds for folders named ``0`` .. ``9`` and for label lists that are themselves sorted.
+    """
+    if samples.labels is None:
+        return None
+    names = samples.label_names
+    if labels and names:
+        if not set(names) <= set(labels):
+            log.warning("calibration class folders %s are not all among the model's labels; measuring float vs "
+                        "quantized agreement instead of accuracy", sorted(set(names) - set(labels))[:5])
+            return None
+        position = {label: i for i, label in enumerate(labels)}
+        return np.asarray([position[names[i]] for i in samples.labels])
+    return np.asarray(samples.labels)
+
+
 def _classification(float_out, quant_out, samples: Samples, task, labels, input_size, common) -> ValidationReport:
     f_top = np.array([int(np.argmax(o[0])) for o in float_out])
     q_top = np.array([int(np.argmax(o[0])) for o in quant_out])
     agreement = float((f_top == q_top).mean())
-    if samples.labels is not None:
-        truth = np.asarray(samples.labels)
+    truth = _truth(samples, labels)
+    if truth is not None:
         f_acc, q_acc = float((f_top == truth).mean()), float((q_top == truth).mean())
         return ValidationReport(**common, accuracy_drop=100.0 * (f_acc - q_acc), measure="top-1 accuracy drop",
                                 top1_agreement=agreement, float_accuracy=f_acc, quantized_accuracy=q_acc)

@@ -211,3 +211,19 @@ def test_extra_files_travel_hashed_and_signed_in_the_bundle(tmp_path, keys, cnn,
     with pytest.raises(SystemExit) as usage:
         main(["package", "m.onnx", "--profile", "raspberry-pi-4", "--extra", "../escape=" + str(image)])
     assert usage.value.code == 2
+
+
+def test_calibration_class_folders_are_matched_to_the_labels_by_name(tmp_path, keys, cnn, split):
+    """Folders named after the classes sort differently from the label list ("eight" < "five" < ... < "zero");
+    accuracy must still be measured against the right classes."""
+    names = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    root = tmp_path / "named"
+    for i, (image, label) in enumerate(zip(split.test_images[:300], split.test_labels[:300])):
+        folder = root / names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{i:04d}.png"), image)
+    result = package(cnn, "raspberry-pi-4", root, output=tmp_path, signing_key=keys.key, labels=names,
+                     max_accuracy_drop=1.0)
+    validation = result.report["gate"]["validation"]
+    assert validation["measure"] == "top-1 accuracy drop"
+    assert validation["float_accuracy"] > 0.9 and validation["quantized_accuracy"] > 0.9
