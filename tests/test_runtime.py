@@ -16,6 +16,7 @@ from edge_sdk.bundle import GoldenSpec, InputSpec, Manifest, OutputSpec, TaskSpe
 from edge_sdk.errors import EdgeSDKError, EngineError, ProfileMismatchError
 from edge_sdk.runtime import EngineConfig, create_engine
 from edge_sdk.runtime.ort import select_providers
+from edge_sdk.vision.postprocess.ssd import blazeface_params
 
 cv2 = pytest.importorskip("cv2")
 skdata = pytest.importorskip("skimage.data")
@@ -29,13 +30,7 @@ def _package_file(package: str, *parts: str) -> Path:
     return Path(spec.origin).parent.joinpath(*parts)
 
 
-BLAZEFACE = {
-    "num_layers": 4, "strides": [8, 16, 16, 16], "aspect_ratios": [1.0], "fixed_anchor_size": True,
-    "num_classes": 1, "num_boxes": 896, "num_coords": 16, "keypoint_coord_offset": 4, "num_keypoints": 6,
-    "num_values_per_keypoint": 2, "reverse_output_order": True, "sigmoid_score": True,
-    "score_clipping_thresh": 100.0, "x_scale": 128.0, "y_scale": 128.0, "w_scale": 128.0, "h_scale": 128.0,
-    "min_score_thresh": 0.5, "iou_threshold": 0.3,
-}
+BLAZEFACE = blazeface_params("front")  # MediaPipe's short-range (front camera) BlazeFace
 
 
 def _manifest(**fields) -> Manifest:

