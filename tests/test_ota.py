@@ -438,6 +438,29 @@ def test_restart_in_each_state_resumes_or_rolls_back(tmp_path, world, server, st
         d.close()
 
 
+def test_a_restart_between_staging_and_its_record_goes_on_from_staged(tmp_path, world, server):
+    """Killed after the verified bundle was moved into its slot but before ``staged`` was written."""
+    b = world["bundles"]
+    d = Device(tmp_path / "dev", world).boot(b.v1)
+    job = _job(b.v2, server.add(b.v2))
+    install = d.manager.slots.install
+
+    def install_then_die(source, slot):
+        install(source, slot)
+        raise _Died
+
+    d.manager.slots.install = install_then_die
+    with pytest.raises(_Died):
+        d.manager._begin(job)
+    d.close()
+    again = Device(tmp_path / "dev", world)
+    assert again.manager.store.record.state == "verifying"
+    again.boot()
+    again.manager._advance()
+    assert again.progress[-1].state == "committed" and again.version() == "1.1.0"
+    again.close()
+
+
 def test_loop_guard_gives_up_after_repeated_restarts(tmp_path, world, server):
     d, job = _interrupted(tmp_path, world, server, "downloading")
     for _ in range(MAX_RESUMES):

@@ -333,8 +333,14 @@ class OtaManager:
         self._move(states.VERIFYING, bytes_done=total)
 
     def _verify(self) -> None:
-        job = self.store.record.job
+        record = self.store.record
+        job = record.job
         part = self._part()
+        staged = self.slots.bundle_path(record.slot)
+        if not part.exists() and staged.exists() and file_sha256(staged) == job.bundle.sha256:
+            # verified and moved into the slot, then the agent stopped before the state said so
+            self._move(states.STAGED)
+            return
         if not part.exists() or part.stat().st_size != job.bundle.size:
             raise OtaError(f"{part}: the download is missing or incomplete")
         digest = file_sha256(part)
