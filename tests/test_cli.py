@@ -80,7 +80,7 @@ def test_inspect_good_and_tampered(capsys, bundle, keys, tmp_path):
     code, out, _ = run(capsys, "inspect", str(bundle), "--trusted-dir", str(keys.trusted_dir))
     assert code == 0 and f"verified: yes, signed by trusted key {keys.key.key_id}" in out and "model.onnx" in out
 
-    entries = [(n, d[:-1] + b"!" if n == "model.onnx" else d) for n, d in zip_entries(bundle)]
+    entries = [(n, d[:-1] + bytes([d[-1] ^ 0xFF]) if n == "model.onnx" else d) for n, d in zip_entries(bundle)]
     bad = craft_zip(tmp_path / "bad.edgepkg", entries)
     code, out, _ = run(capsys, "inspect", str(bad), "--trusted-dir", str(keys.trusted_dir))
     assert code == 1

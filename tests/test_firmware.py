@@ -353,7 +353,8 @@ def test_cli_export_arena_sign_verify_json(bundles, signer, tmp_path, capsys):
     assert main(["firmware", "verify", str(signed), "--key", str(signer[0].public_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {**json.loads(json.dumps(read_image(signed).to_dict())),
                                                   "verified": True}
-    signed.write_bytes(signed.read_bytes()[:-1] + b"\x00")
+    data = signed.read_bytes()
+    signed.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # always a change (setting 0x00 was not, 1 in 256)
     assert main(["firmware", "verify", str(signed), "--key", str(signer[0].public_path)]) == 1
     assert str(signed) in capsys.readouterr().err
     assert main(["firmware", "export", str(bundle), "-o", str(tmp_path / "fw"), "--trusted-dir", str(trusted)]) == 1
