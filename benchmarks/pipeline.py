@@ -70,6 +70,19 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def run_figures(args) -> dict:
+    """What every MobileNetV2 pipeline benchmark reports about its run (--json)."""
+    return {
+        "model": "mobilenet_v2 224x224 float32 (random weights)",
+        "engine": "litert",
+        "threads": args.threads,
+        "cores": usable_cores(),
+        "cpu": cpu_model(),
+        "frames": args.frames,
+        "repeats": args.repeats,
+    }
+
+
 def make_frames(count: int, seed: int = 0) -> list[np.ndarray]:
     """``count`` varied 640x480 BGR frames: random zoom, crop, flip and gain over scikit-image photos."""
     import cv2
@@ -193,13 +206,7 @@ def main() -> int:
 
     med = {name: statistics.median(values) for name, values in fps.items()}
     figures = {
-        "model": "mobilenet_v2 224x224 float32 (random weights)",
-        "engine": "litert",
-        "threads": args.threads,
-        "cores": usable_cores(),
-        "cpu": cpu_model(),
-        "frames": args.frames,
-        "repeats": args.repeats,
+        **run_figures(args),
         "fps": {name: round(value, 2) for name, value in med.items()},
         "fps_samples": {name: [round(v, 2) for v in values] for name, values in fps.items()},
         "over_bare": {name: round(med[name] / med["bare"], 3) for name in med if name != "bare"},

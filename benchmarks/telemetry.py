@@ -45,7 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _models import mobilenet_v2_bundle  # noqa: E402
-from pipeline import cpu_model, make_frames, usable_cores  # noqa: E402  (benchmarks/pipeline.py)
+from pipeline import make_frames, run_figures, usable_cores  # noqa: E402  (benchmarks/pipeline.py)
 
 import edge_sdk  # noqa: E402
 from edge_sdk.mqtt import MqttClient, MqttConfig  # noqa: E402
@@ -128,13 +128,7 @@ def main() -> int:
 
     med = {name: statistics.median(values) for name, values in fps.items()}
     figures = {
-        "model": "mobilenet_v2 224x224 float32 (random weights)",
-        "engine": "litert",
-        "threads": args.threads,
-        "cores": usable_cores(),
-        "cpu": cpu_model(),
-        "frames": args.frames,
-        "repeats": args.repeats,
+        **run_figures(args),
         "interval_s": args.interval,
         "broker": args.broker,
         "fps": {name: round(value, 2) for name, value in med.items()},

@@ -92,8 +92,12 @@ class Registry:
                  status.sdk_version, status.timestamp, time.time()),
             )
 
-    def record_telemetry(self, telemetry: Telemetry) -> bool:
-        """Store one telemetry message; False when its ``message_id`` was already seen (a resend)."""
+    def record_telemetry(self, telemetry: Telemetry, payload: bytes | None = None) -> bool:
+        """Store one telemetry message; False when its ``message_id`` was already seen (a resend).
+
+        ``payload`` is the message as received (already validated); without it the message is written anew.
+        """
+        text = payload.decode("utf-8") if payload is not None else telemetry.to_payload().decode("utf-8")
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
@@ -107,7 +111,7 @@ class Registry:
                            telemetry=excluded.telemetry, telemetry_at=excluded.telemetry_at,
                            seen_at=excluded.seen_at WHERE devices.telemetry_at IS NULL
                            OR excluded.telemetry_at >= devices.telemetry_at""",
-                        (telemetry.device_id, telemetry.to_payload().decode(), telemetry.timestamp, time.time()))
+                        (telemetry.device_id, text, telemetry.timestamp, time.time()))
                     db.execute("INSERT INTO counters VALUES ('telemetry', 1) "
                                "ON CONFLICT(name) DO UPDATE SET value = value + 1")
                 else:
@@ -169,10 +173,12 @@ class FleetMonitor:
         self._on_status = on_status
         self.malformed = 0
         topics = client.topics
-        client.subscribe(topics.subscription("status"), self._handle(Status, registry.record_status, on_status))
+        client.subscribe(topics.subscription("status"),
+                         self._handle(Status, lambda m, _payload: registry.record_status(m), on_status))
+        # telemetry is stored as received: validated once here, not written out and validated again
         client.subscribe(topics.subscription("telemetry"), self._handle(Telemetry, registry.record_telemetry, None))
         client.subscribe(topics.subscription("ota_progress"),
-                         self._handle(OtaProgress, registry.record_progress, on_progress))
+                         self._handle(OtaProgress, lambda m, _payload: registry.record_progress(m), on_progress))
 
     def _handle(self, message_type, store, then):
         def handler(topic: str, payload: bytes) -> None:
@@ -185,7 +191,7 @@ class FleetMonitor:
                 self.malformed += 1
                 log.warning("ignored a message on %s that names device %r", topic, message.device_id)
                 return
-            store(message)
+            store(message, payload)
             if then is not None:
                 then(message)
 

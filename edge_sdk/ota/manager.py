@@ -103,6 +103,7 @@ class OtaManager:
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._resume_pending = False
+        self._staged_here: str | None = None  # the job this process verified and staged
 
     @property
     def download_dir(self) -> Path:
@@ -357,6 +358,7 @@ class OtaManager:
         if problem is not None:
             raise OtaError(problem)
         self.slots.install(part, self.store.record.slot)
+        self._staged_here = job.job_id
         self._move(states.STAGED)
 
     def _activate(self) -> None:
@@ -365,7 +367,8 @@ class OtaManager:
         job = record.job
         path = self.slots.bundle_path(record.slot)
         if record.state == states.STAGED:
-            if not path.exists() or file_sha256(path) != job.bundle.sha256:
+            # Staged by an earlier run of the agent: check the slot still holds it (this run just verified it).
+            if self._staged_here != job.job_id and (not path.exists() or file_sha256(path) != job.bundle.sha256):
                 raise OtaError(f"slot {record.slot} does not hold the staged bundle any more")
             self._move(states.ACTIVATING)
         model = self.load(path)
